@@ -1,0 +1,130 @@
+"""The `fercli` command. Each command parses options and calls one module;
+TensorFlow is imported only inside the commands that need it."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from fercli import __version__
+from fercli.errors import UserError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+EXIT_CODES = "Exit codes: 0 success, 1 some inputs failed, 2 usage error (bad option, nothing to read, missing or corrupt model)."
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def warn(path: str, reason: str) -> None:
+    click.echo(f"warning: {path}: {reason}", err=True)
+
+
+class FercliGroup(click.Group):
+    """Turns UserError into one clear sentence and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted.", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=FercliGroup, epilog=EXIT_CODES)
+@click.version_option(__version__, "--version", prog_name="fercli")
+def main():
+    """Find faces in images and videos, tell which emotion each shows, and
+    train and evaluate emotion models."""
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("data", type=click.Path())
+@click.option("--arch", default="vgg", show_default=True, help="Network architecture (vgg, vgg-small, vgg-wide).")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(0, min_open=True), help="Peak learning rate (AdamW, warm-up then cosine decay).")
+@click.option("--weight-decay", default=0.05, show_default=True, type=click.FloatRange(0))
+@click.option("--img-size", default=48, show_default=True, type=click.IntRange(16, 256), help="Face crops are resized to this square size.")
+@click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 0.9), help="Stratified fraction held out when DATA has no val split.")
+@click.option("--folds", default=0, type=click.IntRange(0), help="K-fold cross-validation: train K models, report mean and std accuracy.")
+@click.option("--class-weight", type=click.Choice(["sqrt", "balanced", "none"]), default="sqrt", show_default=True,
+              help="Loss weight per class against imbalance: 1/sqrt(count), 1/count, or none.")
+@click.option("--label-smoothing", default=0.1, show_default=True, type=click.FloatRange(0, 0.5))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", "out", default="models/model.keras", show_default=True, type=click.Path(dir_okay=False), help="Where to write the model.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint next to --out (after a kill).")
+def train(data, out, resume, **options):
+    """Train an emotion model on DATA (class folders, DATA/{train,val}/<class>/, or fer2013.csv).
+
+    \b
+    Example:  fercli train ../shared/data/fer2013 --epochs 30 --out models/mine.keras
+    """
+    from fercli.train import TrainConfig, run_training
+
+    cfg = TrainConfig(**options)
+    result = run_training(data, cfg, Path(out), resume, echo=click.echo, warn=warn)
+    out_path = Path(out)
+    if "mean_accuracy" in result:
+        click.echo(f"{cfg.folds}-fold cross-validation: accuracy {result['mean_accuracy']:.2%} "
+                   f"± {result['std_accuracy']:.2%} (folds: {', '.join(f'{a:.2%}' for a in result['accuracies'])}); "
+                   f"fold models in {result['fold_models']}")
+    else:
+        best = result["best_val_accuracy"]
+        click.echo(f"saved {out_path}" + (f" (val accuracy {best:.2%}, epoch {result['best_epoch']})" if best is not None else "")
+                   + f"; history in {out_path.with_suffix('')}.history.csv/.png")
+
+
+@main.command("eval", epilog=EXIT_CODES)
+@click.argument("data", type=click.Path())
+@click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model).")
+@click.option("--split", default=None, help="Which split to score (fer2013.csv: PrivateTest by default, else PublicTest).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the scores as JSON here.")
+@click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for the confusion matrix CSV and PNG.")
+def eval_command(data, model_name, split, json_path, output):
+    """Score a model on labelled DATA: accuracy, per-class table, confusion matrix.
+
+    \b
+    Example:  fercli eval ../shared/data/fer2013/val --json r.json
+    """
+    from fercli.evaluate import evaluate, write_json, write_reports
+
+    result, model = evaluate(data, model_name, split, warn=warn)
+    show_scores(result, model.name)
+    written = write_reports(result, Path(output), f"eval_{model.name}")
+    if json_path:
+        write_json(result, Path(json_path))
+        written.append(Path(json_path))
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+def show_scores(result: dict, model_name: str) -> None:
+    from rich.table import Table
+
+    out = console()
+    table = Table(title=f"{model_name} on {result['data']}: accuracy {result['accuracy']:.2%} (n={result['n']})")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, s in result["per_class"].items():
+        table.add_row(name, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
+    out.print(table)
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
+    matrix.add_column("")
+    for name in result["classes"]:
+        matrix.add_column(name[:8], justify="right")
+    for name, row in zip(result["classes"], result["confusion"]):
+        matrix.add_row(name, *map(str, row))
+    out.print(matrix)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Dataset readers. Every reader returns a `Dataset`: uint8 images (N, H, W),
+int labels (N,), class names in order.
+
+Images are converted exactly as `prepare_face` converts a face crop at
+prediction time (grayscale, area/linear resize), so training and inference see
+the same thing.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fercli.errors import UserError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+SPLIT_NAMES = ("train", "val", "test")
+
+# fer2013.csv emotion codes 0..6, and which split each Usage value belongs to.
+FER2013_CSV_CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+FER2013_USAGE_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+FER2013_CSV_HEADER = ["emotion", "pixels", "Usage"]
+
+# Spellings seen in public emotion data sets, mapped to one canonical name.
+CLASS_ALIASES = {
+    "anger": "angry", "angry": "angry", "mad": "angry",
+    "contempt": "contempt",
+    "disgust": "disgust", "disgusted": "disgust",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
+    "happy": "happy", "happiness": "happy", "joy": "happy",
+    "neutral": "neutral", "natural": "neutral", "calm": "neutral",
+    "sad": "sad", "sadness": "sad",
+    "surprise": "surprise", "surprised": "surprise",
+}
+
+
+def canonical_class(name: str) -> str:
+    """The canonical spelling of a class name (unknown names are kept, lower-cased)."""
+    key = name.strip().lower()
+    return CLASS_ALIASES.get(key, key)
+
+
+@dataclass
+class Dataset:
+    images: np.ndarray                      # uint8 (N, H, W)
+    labels: np.ndarray                      # int64 (N,)
+    classes: list[str]
+    source: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(self.classes))
+
+    def subset(self, index: np.ndarray) -> "Dataset":
+        return Dataset(self.images[index], self.labels[index], list(self.classes), self.source)
+
+    def remap(self, classes: list[str]) -> "Dataset":
+        """Relabel to another class order (e.g. a model's); every class must be known there."""
+        lookup = {c: i for i, c in enumerate(classes)}
+        missing = [c for c in self.classes if c not in lookup]
+        if missing:
+            raise UserError(
+                f"class {', '.join(repr(m) for m in missing)} in {self.source} matches none of "
+                f"the model's classes ({', '.join(classes)})."
+            )
+        table = np.array([lookup[c] for c in self.classes], dtype=np.int64)
+        return Dataset(self.images, table[self.labels], list(classes), self.source, self.skipped)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Any decoded image (gray, BGR, BGRA; 8 or 16 bit) -> uint8 grayscale."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3:
+        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        image = cv2.cvtColor(image, code)
+    return image
+
+
+def prepare_face(image: np.ndarray, size: int) -> np.ndarray:
+    """A face crop (any size, gray or colour) -> uint8 (size, size) grayscale: the
+    one conversion used by training, evaluation and prediction."""
+    gray = to_gray(image)
+    if gray.shape != (size, size):
+        shrinking = gray.shape[0] > size or gray.shape[1] > size
+        gray = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return gray
+
+
+def read_image_file(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file (unicode paths fine); raises ValueError with a reason."""
+    try:
+        raw = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise ValueError(f"cannot read file ({exc.strerror or exc})") from None
+    if raw.size == 0:
+        raise ValueError("empty file (0 bytes)")
+    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ValueError("not a readable image")
+    return image
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    """Class folders, ordered by canonical class name (the class order of the data set)."""
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: canonical_class(p.name))
+
+
+def read_class_folders(folder: str | os.PathLike, size: int = 48, warn=None) -> Dataset:
+    """`folder/<class>/*` -> Dataset. Unreadable images are skipped, reported
+    through `warn(path, reason)` and listed in `Dataset.skipped`."""
+    folder = Path(folder)
+    class_dirs = _class_dirs(folder)
+    if not class_dirs:
+        raise UserError(f"{folder} has no class folders (expected {folder}/<class>/<images>).")
+    names = [canonical_class(d.name) for d in class_dirs]
+    if len(set(names)) != len(names):
+        raise UserError(f"{folder} has two folders for the same class: {', '.join(d.name for d in class_dirs)}.")
+    images, labels, skipped = [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        for path in _image_files(class_dir):
+            try:
+                images.append(prepare_face(read_image_file(path), size))
+                labels.append(label)
+            except ValueError as exc:
+                skipped.append((str(path), str(exc)))
+                if warn:
+                    warn(str(path), str(exc))
+    if not labels:
+        raise UserError(f"{folder} holds no readable images.")
+    return Dataset(np.stack(images), np.array(labels, dtype=np.int64), names, str(folder), skipped)
+
+
+def read_fer2013_csv(path: str | os.PathLike, size: int = 48) -> dict[str, Dataset]:
+    """The challenge file `emotion,pixels,Usage` -> {"train"|"val"|"test": Dataset}."""
+    path = Path(path)
+    rows: dict[str, tuple[list, list]] = {}
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        if header[:2] != FER2013_CSV_HEADER[:2]:
+            raise UserError(
+                f"{path} is not a FER-2013 file: its header is {','.join(header) or '(empty)'!r}, "
+                f"expected 'emotion,pixels,Usage'."
+            )
+        usage_column = 2 if len(header) > 2 else None
+        for line_number, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                label = int(row[0])
+                pixels = np.array(row[1].split(), dtype=np.uint8)
+                side = int(round(np.sqrt(pixels.size)))
+                if not 0 <= label < len(FER2013_CSV_CLASSES) or side * side != pixels.size:
+                    raise ValueError
+            except (ValueError, IndexError):
+                raise UserError(f"{path}, line {line_number}: not a valid 'emotion,pixels,Usage' row.") from None
+            usage = row[usage_column].strip() if usage_column is not None and len(row) > usage_column else "Training"
+            split = FER2013_USAGE_SPLIT.get(usage, usage.lower())
+            images, labels = rows.setdefault(split, ([], []))
+            images.append(prepare_face(pixels.reshape(side, side), size))
+            labels.append(label)
+    if not rows:
+        raise UserError(f"{path} has no data rows.")
+    return {
+        split: Dataset(np.stack(images), np.array(labels, dtype=np.int64), list(FER2013_CSV_CLASSES), f"{path} [{split}]")
+        for split, (images, labels) in rows.items()
+    }
+
+
+def read_dataset(path: str | os.PathLike, size: int = 48, warn=None) -> dict[str, Dataset]:
+    """Any supported layout -> {split: Dataset}. A class-folder tree without
+    split folders comes back as {"all": Dataset}."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist.")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise UserError(f"{path} is not a data set: pass a folder of class folders or a fer2013.csv file.")
+        return read_fer2013_csv(path, size)
+    splits = {name: path / name for name in SPLIT_NAMES if (path / name).is_dir()}
+    if splits:
+        datasets = {name: read_class_folders(folder, size, warn) for name, folder in splits.items()}
+        reference = datasets.get("train", next(iter(datasets.values()))).classes
+        return {name: ds.remap(reference) if ds.classes != reference else ds for name, ds in datasets.items()}
+    return {"all": read_class_folders(path, size, warn)}
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, held_out) with `fraction` of every class held out."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for label in np.unique(labels):
+        index = rng.permutation(np.flatnonzero(labels == label))
+        n_held = int(round(len(index) * fraction))
+        held.append(index[:n_held])
+        train.append(index[n_held:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """k disjoint index arrays, each holding about 1/k of every class."""
+    rng = np.random.default_rng(seed)
+    folds = [[] for _ in range(k)]
+    offset = 0
+    for label in np.unique(labels):
+        index = rng.permutation(np.flatnonzero(labels == label))
+        for i, item in enumerate(index):
+            folds[(i + offset) % k].append(item)
+        offset += len(index)
+    return [np.sort(np.array(f, dtype=np.int64)) for f in folds]

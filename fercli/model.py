@@ -1,0 +1,150 @@
+"""Architectures, saving/loading a model with its metadata, batched inference.
+
+A fercli model is a Keras `.keras` file with one extra member, `fercli.json`,
+holding the metadata (classes, input size, preprocessing, data, accuracy...).
+The metadata can be read without importing TensorFlow.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from fercli.errors import UserError
+from fercli.resources import resource_dir
+from fercli.tf_quiet import tensorflow
+
+METADATA_MEMBER = "fercli.json"
+DEFAULT_MODEL = "default"
+
+
+# ---------------------------------------------------------------- architectures
+
+def _conv_bn(x, filters, layers):
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Activation("relu")(x)
+
+
+def build_vgg(num_classes: int, size: int, widths=(32, 64, 128, 256), dropout=0.4):
+    """VGG-style: per stage two 3x3 conv+BN+ReLU, max-pool; then GAP and a small head."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((size, size, 1), name="face")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    for filters in widths:
+        x = _conv_bn(x, filters, layers)
+        x = _conv_bn(x, filters, layers)
+        x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="fercli_vgg")
+
+
+ARCHITECTURES = {
+    "vgg": lambda n, s: build_vgg(n, s),
+    "vgg-small": lambda n, s: build_vgg(n, s, widths=(16, 32, 64, 128), dropout=0.3),
+    "vgg-wide": lambda n, s: build_vgg(n, s, widths=(48, 96, 192, 384)),
+}
+
+
+def build_model(arch: str, num_classes: int, size: int):
+    if arch not in ARCHITECTURES:
+        raise UserError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    return ARCHITECTURES[arch](num_classes, size)
+
+
+# ---------------------------------------------------------------- save / load
+
+def save_model(model, path: str | os.PathLike, metadata: dict) -> None:
+    """Write `model` with `metadata` to `path` atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.stem}.tmp.keras")
+    if getattr(model, "optimizer", None) is not None:
+        # An inference file needs no optimizer state: save an uncompiled copy (a third the size).
+        import keras
+
+        copy = keras.Model.from_config(model.get_config())
+        copy.set_weights(model.get_weights())
+        model = copy
+    model.save(temp)
+    with zipfile.ZipFile(temp, "a") as archive:
+        archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2))
+    os.replace(temp, path)
+
+
+def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
+    """A shipped model's name ("default", "accurate") or a file path -> the file."""
+    name = str(name_or_path or DEFAULT_MODEL)
+    shipped = resource_dir("models") / f"{name}.keras"
+    if os.sep not in name and "/" not in name and not name.endswith(".keras") and shipped.is_file():
+        return shipped
+    path = Path(name)
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in resource_dir("models").glob("*.keras"))) or "none"
+        raise UserError(f"model {name} not found: give a .keras file or a shipped model name ({known}).")
+    if path.is_dir():
+        raise UserError(f"model {name} is a folder: give a .keras model file.")
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The fercli metadata of a model file, without loading the network."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if METADATA_MEMBER not in archive.namelist():
+                raise UserError(f"{path} is a Keras model without fercli metadata (class names); train it with `fercli train`.")
+            return json.loads(archive.read(METADATA_MEMBER))
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError):
+        raise UserError(f"{path} is not a valid fercli model file (corrupt or not a .keras archive).") from None
+
+
+class EmotionModel:
+    """A loaded model: metadata plus a compiled forward pass on uint8 face crops."""
+
+    def __init__(self, name_or_path=None):
+        self.path = resolve_model_path(name_or_path)
+        self.metadata = read_metadata(self.path)
+        self.classes: list[str] = list(self.metadata["classes"])
+        self.input_size: int = int(self.metadata["input_size"])
+        self.keras_model = load_keras_model(self.path)
+        tf = tensorflow()
+
+        self._forward = tf.function(
+            lambda x: self.keras_model(x, training=False),
+            input_signature=[tf.TensorSpec((None, self.input_size, self.input_size, 1), tf.float32)],
+            reduce_retracing=True,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """uint8 (N, S, S) prepared crops -> float32 (N, classes) probabilities."""
+        if len(faces) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        out = []
+        for start in range(0, len(faces), batch_size):
+            batch = faces[start:start + batch_size].astype(np.float32)[..., None]
+            out.append(self._forward(batch).numpy())
+        return np.concatenate(out)
+
+
+def load_keras_model(path):
+    tensorflow()
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a damaged file
+        raise UserError(f"{path} could not be loaded as a model ({type(exc).__name__}).") from None

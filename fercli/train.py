@@ -1,0 +1,249 @@
+"""`fercli train`: fit a model on any data set `data.read_dataset` reads.
+
+Data stay in memory as uint8; augmentation runs batched in TensorFlow
+(`augment.py`); every epoch writes a resumable checkpoint, the history (CSV +
+PNG) and, when validation accuracy improves, the model with its metadata.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from fercli import __version__
+from fercli.data import Dataset, read_dataset, stratified_folds, stratified_split
+from fercli.errors import UserError
+from fercli.tf_quiet import tensorflow
+
+PREPROCESSING = "grayscale, resize to input_size x input_size (INTER_AREA when shrinking), raw 0-255 values; scaling is inside the model"
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "vgg"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    img_size: int = 48
+    val_split: float = 0.1
+    folds: int = 0
+    seed: int = 0
+    class_weight: str = "sqrt"
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
+
+
+def class_weights(counts: np.ndarray, mode: str) -> np.ndarray:
+    """Per-class loss weights, mean 1 over the training samples.
+    sqrt: 1/sqrt(count) (a rare class counts more, without over-predicting it);
+    balanced: 1/count; none: all ones."""
+    counts = np.maximum(counts.astype(np.float64), 1)
+    raw = {"none": np.ones_like(counts), "sqrt": 1 / np.sqrt(counts), "balanced": 1 / counts}[mode]
+    return (raw * counts.sum() / (raw * counts).sum()).astype(np.float32)
+
+
+def choose_splits(splits: dict[str, Dataset], cfg: TrainConfig) -> tuple[Dataset, Dataset | None, str]:
+    """(train, val, description) from what the data set holds."""
+    if "train" in splits:
+        train = splits["train"]
+        if "val" in splits:
+            return train, splits["val"], "train split; val split for validation"
+    else:
+        train = splits.get("all") or next(iter(splits.values()))
+    if cfg.val_split <= 0:
+        return train, None, "all images for training, no validation"
+    fit_index, val_index = stratified_split(train.labels, cfg.val_split, cfg.seed)
+    return train.subset(fit_index), train.subset(val_index), f"stratified {cfg.val_split:.0%} held out for validation (seed {cfg.seed})"
+
+
+def _datasets(train: Dataset, val: Dataset | None, cfg: TrainConfig, weights: np.ndarray):
+    import tensorflow as tf
+
+    from fercli.augment import augment_batch
+
+    k = len(train.classes)
+
+    def encode(images, labels):
+        return augment_batch(images), tf.one_hot(labels, k), tf.gather(weights, labels)
+
+    train_ds = (tf.data.Dataset.from_tensor_slices((train.images, train.labels))
+                .shuffle(len(train), seed=cfg.seed, reshuffle_each_iteration=True)
+                .batch(cfg.batch_size)
+                .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(2))
+    val_ds = None
+    if val is not None:
+        val_ds = (tf.data.Dataset.from_tensor_slices((val.images[..., None].astype(np.float32), tf.one_hot(val.labels, k)))
+                  .batch(256).prefetch(2))
+    return train_ds, val_ds
+
+
+def _compile(model, cfg: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    total = max(cfg.epochs * steps_per_epoch, 1)
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=cfg.lr * 0.1 if warmup else cfg.lr, decay_steps=total - warmup, alpha=0.01,
+        warmup_target=cfg.lr if warmup else None, warmup_steps=warmup)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def _progress_callback(epochs: int, steps: int):
+    import keras
+    from tqdm import tqdm
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True, dynamic_ncols=True)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.bar.update(1)
+            if logs and batch % 10 == 0:
+                self.bar.set_postfix(loss=f"{logs.get('loss', 0):.3f}", acc=f"{logs.get('accuracy', 0):.3f}")
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            shown = {k: f"{v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+            self.bar.set_postfix(shown)
+            self.bar.close()
+
+    return Progress()
+
+
+def write_history(history: dict[str, list[float]], stem: Path) -> None:
+    from fercli.charts import history_plot
+
+    keys = list(history)
+    with open(f"{stem}.history.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", *keys])
+        for i in range(len(history[keys[0]]) if keys else 0):
+            writer.writerow([i + 1, *(f"{history[k][i]:.6f}" for k in keys)])
+    history_plot(history, f"{stem}.history.png")
+
+
+def _checkpoint_callback(cfg, out: Path, ckpt_dir: Path, state: dict, metadata: dict, has_val: bool):
+    import keras
+
+    from fercli.model import save_model
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            for key, value in logs.items():
+                if key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                    state["history"].setdefault(key, []).append(float(value))
+            state["history"].setdefault("lr", []).append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+            state["epoch"] = epoch + 1
+            state["wall_s"] = state.get("wall_s", 0.0) + time.time() - state.pop("_epoch_start", time.time())
+            score = logs.get("val_accuracy", logs.get("accuracy", 0.0))
+            if not has_val or score > state.get("best", -1.0):
+                state["best"], state["best_epoch"] = float(score), epoch + 1
+                meta = dict(metadata, epochs_trained=epoch + 1, best_epoch=epoch + 1, train_wall_s=round(state["wall_s"], 1),
+                            val_accuracy=float(score) if has_val else None)
+                save_model(self.model, out, meta)
+            self.model.save(ckpt_dir / "last.tmp.keras")
+            os.replace(ckpt_dir / "last.tmp.keras", ckpt_dir / "last.keras")
+            (ckpt_dir / "state.json").write_text(json.dumps(state, indent=1))
+            write_history(state["history"], out.with_suffix(""))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            state["_epoch_start"] = time.time()
+
+    return Checkpoint()
+
+
+def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, resume: bool,
+              split_note: str, echo=print) -> dict:
+    """Train one model; returns the final state (history, best accuracy, epochs)."""
+    tensorflow()
+    import keras
+
+    from fercli.model import build_model
+
+    ckpt_dir = out.parent / f"{out.name}.ckpt"
+    state_file = ckpt_dir / "state.json"
+    steps = int(np.ceil(len(train) / cfg.batch_size))
+    weights = class_weights(train.counts(), cfg.class_weight)
+    metadata = {
+        "fercli_version": __version__, "classes": train.classes, "input_size": cfg.img_size, "channels": 1,
+        "preprocessing": PREPROCESSING, "arch": cfg.arch, "data": train.source, "split": split_note,
+        "train_images": len(train), "val_images": len(val) if val is not None else 0,
+        "config": asdict(cfg), "class_weights": [round(float(w), 4) for w in weights],
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if resume and state_file.is_file() and (ckpt_dir / "last.keras").is_file():
+        state = json.loads(state_file.read_text())
+        if state.get("classes") != train.classes:
+            raise UserError(f"the checkpoint in {ckpt_dir} was trained on other classes ({', '.join(state.get('classes', []))}).")
+        model = keras.models.load_model(ckpt_dir / "last.keras")
+        echo(f"resuming from {ckpt_dir} after epoch {state['epoch']}")
+    else:
+        if resume:
+            echo(f"no checkpoint in {ckpt_dir}; starting from scratch")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        keras.utils.set_random_seed(cfg.seed)
+        model = build_model(cfg.arch, len(train.classes), cfg.img_size)
+        _compile(model, cfg, steps)
+        state = {"epoch": 0, "history": {}, "classes": train.classes, "config": asdict(cfg)}
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if state["epoch"] >= cfg.epochs:
+        echo(f"{out}: all {cfg.epochs} epochs already done")
+        return state
+    train_ds, val_ds = _datasets(train, val, cfg, weights)
+    callbacks = [_progress_callback(cfg.epochs, steps),
+                 _checkpoint_callback(cfg, out, ckpt_dir, state, metadata, val is not None)]
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epoch"],
+              callbacks=callbacks, verbose=0)
+    return state
+
+
+def run_training(data_path: str, cfg: TrainConfig, out: Path, resume: bool, echo=print, warn=None) -> dict:
+    """The whole `fercli train` job: single run, or k-fold cross-validation."""
+    splits = read_dataset(data_path, cfg.img_size, warn=warn)
+    skipped = sum(len(ds.skipped) for ds in splits.values())
+    if skipped:
+        echo(f"skipped {skipped} unreadable image(s); training goes on with the rest")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if cfg.folds and cfg.folds > 1:
+        return _cross_validate(splits, cfg, out, resume, echo)
+    train, val, note = choose_splits(splits, cfg)
+    counts = ", ".join(f"{c} {n}" for c, n in zip(train.classes, train.counts()))
+    echo(f"training on {len(train)} images ({counts}); validation: {len(val) if val is not None else 0} images ({note})")
+    state = train_one(train, val, cfg, out, resume, note, echo)
+    return {"model": str(out), "best_val_accuracy": state.get("best"), "best_epoch": state.get("best_epoch"),
+            "epochs": state["epoch"], "wall_s": state.get("wall_s"), "skipped": skipped}
+
+
+def _cross_validate(splits: dict[str, Dataset], cfg: TrainConfig, out: Path, resume: bool, echo) -> dict:
+    """Stratified k-fold over every non-test image; one model per fold."""
+    parts = [ds for name, ds in splits.items() if name != "test"]
+    everything = Dataset(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
+                         parts[0].classes, parts[0].source)
+    folds = stratified_folds(everything.labels, cfg.folds, cfg.seed)
+    fold_dir = out.parent / f"{out.stem}.folds"
+    accuracies = []
+    for i, held in enumerate(folds):
+        train_index = np.setdiff1d(np.arange(len(everything)), held)
+        note = f"fold {i + 1} of {cfg.folds} (stratified, seed {cfg.seed})"
+        echo(f"fold {i + 1}/{cfg.folds}: {len(train_index)} train, {len(held)} validation images")
+        state = train_one(everything.subset(train_index), everything.subset(held), cfg,
+                          fold_dir / f"fold{i + 1}.keras", resume, note, echo)
+        accuracies.append(state["best"])
+    report = {"folds": cfg.folds, "accuracies": accuracies, "mean_accuracy": float(np.mean(accuracies)),
+              "std_accuracy": float(np.std(accuracies)), "fold_models": str(fold_dir)}
+    (out.parent / f"{out.stem}.folds.json").write_text(json.dumps(report, indent=2))
+    return report

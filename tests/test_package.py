@@ -1,0 +1,43 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run
+
+
+def test_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "fercli", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0
+    for command in ("train", "eval"):
+        assert f"  {command} " in out.stdout
+    assert "tensorflow" not in out.stderr.lower()
+
+
+def test_help_does_not_import_tensorflow():
+    code = "import sys; from fercli.cli import main; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "False"
+
+
+def test_version():
+    from fercli import __version__
+    result = run("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_installed_package_finds_model_and_cascades(tmp_path):
+    """After `pip install .`, the shipped files are found from any directory."""
+    code = ("import json, fercli.model as m, fercli.resources as r; "
+            "print(json.dumps([str(m.resolve_model_path(None)), str(r.resource_dir('cascades'))]))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    if "No module named 'fercli'" in out.stderr:
+        pytest.skip("fercli is not installed in this environment (run `pip install .` first)")
+    assert out.returncode == 0, out.stderr
+    model, cascades = map(Path, json.loads(out.stdout))
+    assert model.is_file() and model.name == "default.keras"
+    assert (cascades / "haarcascade_frontalface_default.xml").is_file()

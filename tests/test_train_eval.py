@@ -1,0 +1,155 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+from fercli.evaluate import scores
+from fercli.model import EmotionModel, read_metadata
+from tests.conftest import CKPLUS, FER2013, REPO, copy_sample, requires_ckplus, requires_fer2013, run, write_image
+
+
+def test_scores_on_a_known_case():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 1, 1, 1, 0])
+    result = scores(labels, predicted, ["a", "b", "c"])
+    assert result["accuracy"] == pytest.approx(4 / 6)
+    assert result["confusion"] == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert result["per_class"]["a"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert result["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert result["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+
+
+@requires_fer2013
+def test_train_one_epoch_end_to_end(tiny_model, fer_sample):
+    meta = read_metadata(tiny_model)
+    assert meta["classes"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    assert meta["input_size"] == 48 and meta["train_images"] == 280 and meta["val_images"] == 105
+    assert 0.0 <= meta["val_accuracy"] <= 1.0 and meta["fercli_version"]
+    stem = tiny_model.with_suffix("")
+    history = open(f"{stem}.history.csv").read().splitlines()
+    assert history[0].startswith("epoch,") and len(history) == 2
+    assert os.path.getsize(f"{stem}.history.png") > 1000
+    assert "optimizer" not in str(zipfile.ZipFile(tiny_model).namelist())
+
+
+@requires_fer2013
+def test_eval_json_matches_the_model(tiny_model, fer_sample, tmp_path):
+    result = run("eval", fer_sample / "val", "--model", tiny_model, "--json", tmp_path / "r.json", "-o", tmp_path)
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert set(report) >= {"accuracy", "n", "classes", "per_class", "confusion", "model"}
+    assert report["n"] == 105 and np.sum(report["confusion"]) == 105
+    # The reported accuracy is what the model really scores on these images.
+    from fercli.data import read_class_folders
+    data = read_class_folders(fer_sample / "val")
+    predicted = EmotionModel(tiny_model).predict(data.images).argmax(axis=1)
+    assert report["accuracy"] == pytest.approx(float(np.mean(predicted == data.labels)))
+    assert "precision" in result.output and (tmp_path / f"eval_tiny.confusion.png").stat().st_size > 1000
+    assert (tmp_path / "eval_tiny.confusion.csv").read_text().startswith("true \\ predicted,angry")
+
+
+@requires_fer2013
+def test_resume_after_kill(fer_sample, tmp_path):
+    """A training killed after its first epoch continues from there with --resume."""
+    out = tmp_path / "m.keras"
+    args = [sys.executable, "-m", "fercli", "train", str(fer_sample / "train"), "--epochs", "3",
+            "--batch-size", "32", "--val-split", "0.2", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    state = tmp_path / "m.keras.ckpt" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if state.exists() and json.loads(state.read_text() or "{}").get("epoch", 0) >= 1:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = json.loads(state.read_text())["epoch"]
+    assert 1 <= done < 3
+    resumed = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from" in resumed.stdout and f"after epoch {done}" in resumed.stdout
+    assert json.loads(state.read_text())["epoch"] == 3
+    assert len(open(tmp_path / "m.history.csv").read().splitlines()) == 1 + 3
+
+
+@requires_fer2013
+def test_shipped_model_classifies_real_val_crops():
+    from fercli.data import read_class_folders
+    data = read_class_folders(FER2013 / "val")
+    model = EmotionModel()  # the shipped default
+    accuracy = float(np.mean(model.predict(data.images).argmax(axis=1) == data.remap(model.classes).labels))
+    assert accuracy > 0.60, accuracy  # chance is 1/7, the majority class 25%
+
+
+@requires_ckplus
+def test_ckplus_model_with_its_own_classes(tmp_path):
+    data = copy_sample(CKPLUS, tmp_path / "ck", 25)
+    result = run("train", data, "--epochs", 1, "--batch-size", 32, "--val-split", 0.2, "--out", tmp_path / "ck.keras")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert read_metadata(tmp_path / "ck.keras")["classes"] == ["angry", "contempt", "disgust", "fear", "happy", "sad", "surprise"]
+    result = run("eval", data, "--model", tmp_path / "ck.keras", "--json", tmp_path / "r.json", "-o", tmp_path)
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["n"] == 25 * 7 and "contempt" in report["per_class"]
+
+
+@requires_ckplus
+def test_kfold_cross_validation_reports_mean_and_std(tmp_path):
+    data = copy_sample(CKPLUS, tmp_path / "ck", 12)
+    result = run("train", data, "--folds", 3, "--epochs", 1, "--batch-size", 32, "--out", tmp_path / "cv.keras")
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads((tmp_path / "cv.folds.json").read_text())
+    assert len(report["accuracies"]) == 3
+    assert report["mean_accuracy"] == pytest.approx(np.mean(report["accuracies"]))
+    assert "3-fold cross-validation: accuracy" in result.output
+    assert sorted(p.name for p in (tmp_path / "cv.folds").glob("*.keras")) == ["fold1.keras", "fold2.keras", "fold3.keras"]
+
+
+# ------------------------------------------------------------------ bad input
+
+def test_train_on_empty_folder(tmp_path):
+    result = run("train", tmp_path, "--epochs", 1, "--out", tmp_path / "m.keras")
+    assert result.exit_code == 2 and "no class folders" in result.stderr
+
+
+@requires_fer2013
+def test_corrupt_image_in_training_folder_is_skipped(fer_sample, tmp_path):
+    data = copy_sample(fer_sample / "train", tmp_path / "d", 8)
+    (data / "happy" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    result = run("train", data, "--epochs", 1, "--batch-size", 16, "--out", tmp_path / "m.keras")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "corrupt.jpg" in result.stderr and "skipped 1 unreadable image" in result.output
+    assert (tmp_path / "m.keras").is_file()
+
+
+@requires_fer2013
+def test_eval_with_unknown_class_name(tiny_model, tmp_path):
+    write_image(tmp_path / "banana" / "1.png", np.zeros((48, 48), np.uint8))
+    result = run("eval", tmp_path, "--model", tiny_model, "-o", tmp_path / "o")
+    assert result.exit_code == 2 and "'banana'" in result.stderr and "matches none" in result.stderr
+
+
+def test_missing_model_path(tmp_path):
+    write_image(tmp_path / "happy" / "1.png", np.zeros((48, 48), np.uint8))
+    result = run("eval", tmp_path, "--model", tmp_path / "nope.keras")
+    assert result.exit_code == 2 and "not found" in result.stderr
+
+
+def test_corrupt_model_file(tmp_path):
+    write_image(tmp_path / "happy" / "1.png", np.zeros((48, 48), np.uint8))
+    (tmp_path / "bad.keras").write_bytes(b"PK\x03\x04 garbage")
+    result = run("eval", tmp_path, "--model", tmp_path / "bad.keras")
+    assert result.exit_code == 2 and "not a valid fercli model" in result.stderr
+
+
+def test_wrong_csv_header(tmp_path):
+    (tmp_path / "fer.csv").write_text("a,b,c\n1,2,3\n")
+    result = run("train", tmp_path / "fer.csv", "--epochs", 1, "--out", tmp_path / "m.keras")
+    assert result.exit_code == 2 and "expected 'emotion,pixels,Usage'" in result.stderr
