@@ -107,6 +107,82 @@ def eval_command(data, model_name, split, json_path, output):
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
+def detector_options(command):
+    """The Haar detector options shared by predict and video."""
+    options = [
+        click.option("--cascade", type=click.Path(dir_okay=False), default=None, help="Haar cascade XML (default: the shipped frontal-face cascade)."),
+        click.option("--scale-factor", default=1.1, show_default=True, type=click.FloatRange(1.0, min_open=True), help="Cascade pyramid step."),
+        click.option("--min-neighbors", default=5, show_default=True, type=click.IntRange(0), help="Higher: fewer, surer faces."),
+        click.option("--min-face", default=30, show_default=True, type=click.IntRange(8), help="Smallest face side in pixels."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def make_analyzer(model_name, cascade, scale_factor, min_neighbors, min_face, **extra):
+    from fercli.pipeline import Analyzer
+
+    return Analyzer(model_name, cascade=cascade, scale_factor=scale_factor, min_neighbors=min_neighbors,
+                    min_face=min_face, **extra)
+
+
+@main.command(epilog=EXIT_CODES)
+@click.option("-p", "--path", default=None, help="Image file, folder or glob (default: data/test/ under the current folder).")
+@click.option("-r", "--recursive", is_flag=True, help="Also read subfolders.")
+@click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for annotated copies and predictions.csv.")
+@click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model).")
+@detector_options
+@click.option("--no-images", is_flag=True, help="Write only the CSV, no annotated copies.")
+@click.option("--jsonl", is_flag=True, help="Also write predictions.jsonl (same records as the CSV).")
+@click.option("--resume", is_flag=True, help="Skip inputs already in the output CSV and append the rest.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def predict(path, recursive, output, model_name, no_images, jsonl, resume, quiet, **detector):
+    """Find faces in images and tell their emotions.
+
+    Writes an annotated copy of each image (box, emotion, confidence) under
+    OUTPUT at the same relative path, and OUTPUT/predictions.csv with one row
+    per face (status=ok), per image without a face (no_face) or per image that
+    failed (error: reason).
+
+    \b
+    Examples:
+      fercli predict -p photo.jpg
+      fercli predict -p photos/ -r -o results --jsonl
+      fercli predict -p "shots/*.png" --no-images
+      fercli predict                  (reads data/test/)
+    """
+    from fercli.predict import collect_inputs, run_predict
+
+    out = Path(output)
+    inputs, not_images = collect_inputs(path, recursive, out)
+    analyzer = make_analyzer(model_name, **detector)
+    summary = run_predict(inputs, analyzer, out, save_images=not no_images, jsonl=jsonl, resume=resume,
+                          not_images=not_images, progress=not quiet, on_error=warn)
+    show_predict_summary(summary, out)
+    sys.exit(1 if summary.failed else 0)
+
+
+def show_predict_summary(summary, output: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title="fercli predict", show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    table.add_row("images processed", str(summary.images))
+    table.add_row("faces", str(summary.faces))
+    for emotion, count in summary.emotions.most_common():
+        table.add_row(f"  {emotion}", str(count))
+    if summary.already_done:
+        table.add_row("already in the CSV (resume)", str(summary.already_done))
+    table.add_row("skipped (not images)", str(summary.not_images))
+    table.add_row("failed", str(len(summary.failed)))
+    rate = summary.images / summary.wall_s if summary.wall_s else 0.0
+    table.add_row("wall time", f"{summary.wall_s:.1f} s ({rate:.1f} images/s)")
+    table.add_row("results", str(output / "predictions.csv"))
+    console(stderr=True).print(table)
+
+
 def show_scores(result: dict, model_name: str) -> None:
     from rich.table import Table
 

@@ -99,14 +99,18 @@ def prepare_face(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def read_image_file(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file (unicode paths fine); raises ValueError with a reason."""
+    """Decode an image file to 8-bit BGR, EXIF orientation applied (unicode paths
+    fine); raises ValueError with the reason it cannot."""
     try:
         raw = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise ValueError(f"cannot read file ({exc.strerror or exc})") from None
     if raw.size == 0:
         raise ValueError("empty file (0 bytes)")
-    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    # libjpeg decodes a cut-off JPEG silently (grey bottom): an intact one ends with its EOI marker.
+    if raw[:2].tobytes() == b"\xff\xd8" and raw[-4096:].tobytes().rfind(b"\xff\xd9") < 0:
+        raise ValueError("truncated JPEG (no end-of-image marker)")
+    image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise ValueError("not a readable image")
     return image
