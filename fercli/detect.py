@@ -61,7 +61,7 @@ class HaarDetector:
         min_side = max(8, round(self.min_face * scale))
         if min(small.shape[:2]) < min_side:
             return np.zeros((0, 4), np.int32)
-        found = self.classifier.detectMultiScale(cv2.equalizeHist(small), scaleFactor=self.scale_factor,
+        found = self.classifier.detectMultiScale(small, scaleFactor=self.scale_factor,
                                                  minNeighbors=self.min_neighbors, minSize=(min_side, min_side))
         boxes = np.round(np.asarray(found, dtype=np.float64).reshape(-1, 4) / scale).astype(np.int32)
         return merge_overlapping(boxes)
