@@ -7,12 +7,14 @@ import numpy as np
 SERIES_COLOURS = [(200, 90, 30), (30, 130, 230), (60, 170, 60), (180, 60, 180)]
 
 
-def line_panel(title: str, series: dict[str, list[float]], width=520, height=340) -> np.ndarray:
-    """One panel: several named series against epoch number."""
+def line_panel(title: str, series: dict[str, list[float]], width=520, height=340, x_label: str = "epoch",
+               x_range: tuple[float, float] | None = None, colours: dict | None = None,
+               y_range: tuple[float, float] | None = None) -> np.ndarray:
+    """One panel: several named series against an evenly spaced x (epochs, or time)."""
     canvas = np.full((height, width, 3), 255, np.uint8)
     left, right, top, bottom = 60, 15, 35, 40
     values = [v for vs in series.values() for v in vs if np.isfinite(v)]
-    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    lo, hi = y_range or ((min(values), max(values)) if values else (0.0, 1.0))
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
     n = max((len(v) for v in series.values()), default=1)
@@ -23,9 +25,10 @@ def line_panel(title: str, series: dict[str, list[float]], width=520, height=340
         value = lo + frac * (hi - lo)
         cv2.putText(canvas, f"{value:.3g}", (4, to_y(value) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1, cv2.LINE_AA)
     cv2.putText(canvas, title, (left, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(canvas, f"epoch (1..{n})", (width // 2 - 40, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (80, 80, 80), 1, cv2.LINE_AA)
+    first, last = x_range or (1, n)
+    cv2.putText(canvas, f"{x_label} ({first:g}..{last:g})", (width // 2 - 60, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (80, 80, 80), 1, cv2.LINE_AA)
     for k, (name, vs) in enumerate(series.items()):
-        colour = SERIES_COLOURS[k % len(SERIES_COLOURS)]
+        colour = (colours or {}).get(name, SERIES_COLOURS[k % len(SERIES_COLOURS)])
         points = np.array([(to_x(i), to_y(v)) for i, v in enumerate(vs) if np.isfinite(v)], np.int32)
         if len(points):
             cv2.polylines(canvas, [points], False, colour, 2, cv2.LINE_AA)

@@ -183,6 +183,71 @@ def show_predict_summary(summary, output: Path) -> None:
     console(stderr=True).print(table)
 
 
+@main.command(epilog=EXIT_CODES)
+@click.argument("videos", nargs=-1)
+@click.option("--camera", type=int, default=None, help="Live camera device number instead of files.")
+@click.option("--show", is_flag=True, help="Show the annotated frames in a window (needs a display).")
+@click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for annotated videos, predictions.csv, timelines and summaries.")
+@click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model).")
+@detector_options
+@click.option("--every", default=3, show_default=True, type=click.IntRange(1), help="Detect and classify every Nth frame; frames between carry the last result.")
+@click.option("--detect-scale", type=click.FloatRange(0.05, 1.0), default=None, help="Detect faces on a frame downscaled by this factor (default: frames wider than 640 px are scaled to 640).")
+@click.option("--smooth", default=3, show_default=True, type=click.IntRange(1), help="Average each track's probabilities over its last N analysed frames (1 = off).")
+@click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop a camera run after this many frames (default: until q or Ctrl-C).")
+@click.option("--no-video", is_flag=True, help="Write only the CSV and summaries, no annotated video.")
+@click.option("--jsonl", is_flag=True, help="Also write predictions.jsonl.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def video(videos, camera, show, output, model_name, every, detect_scale, smooth, max_frames, no_video, jsonl, quiet, **detector):
+    """Annotate video files (or a live camera) frame by frame.
+
+    Writes OUTPUT/<name> (same size and frame rate, every frame; no audio),
+    OUTPUT/predictions.csv with one row per face per frame (frame, time_s,
+    track), and per video a timeline plot (<name>.timeline.png) and a summary
+    of the time each face spends in each emotion (<name>.summary.json).
+
+    \b
+    Examples:
+      fercli video clip.mp4
+      fercli video clips/ -o annotated --every 1
+      fercli video --camera 0 --show
+    """
+    from fercli.video import collect_videos, display_available, run_camera, run_videos
+
+    if show and not display_available():
+        click.echo("note: --show needs a display and none was found here; writing files only.", err=True)
+        show = False
+    if camera is None and not videos:
+        raise UserError("no video given: pass video files or a folder, or --camera N.")
+    files = collect_videos(videos) if camera is None else []
+    out = Path(output)
+    analyzer = make_analyzer(model_name, detect_scale=detect_scale, max_side=640, **detector)
+    if camera is not None:
+        report, summary = run_camera(camera, analyzer, out, every, smooth, show, max_frames, not no_video, on_error=warn)
+        show_video_summary([(report, summary)], out)
+        sys.exit(0)
+    done, failed = run_videos(files, analyzer, out, every, smooth, show, not no_video, jsonl, on_error=warn, progress=not quiet)
+    show_video_summary(done, out)
+    sys.exit(1 if failed else 0)
+
+
+def show_video_summary(done, output: Path) -> None:
+    from rich.table import Table
+
+    out = console(stderr=True)
+    for report, summary in done:
+        table = Table(title=f"{report.source}: {report.frames} frames, {report.analysed} analysed, "
+                            f"{report.frames / report.wall_s if report.wall_s else 0:.1f} frames/s"
+                            + (f", {len(report.bad_frames)} unreadable" if report.bad_frames else ""))
+        table.add_column("track")
+        table.add_column("seconds", justify="right")
+        table.add_column("time in each emotion")
+        for track, info in summary["tracks"].items():
+            shares = ", ".join(f"{c} {s:.0%}" for c, s in sorted(info["share"].items(), key=lambda kv: -kv[1]))
+            table.add_row(track, f"{info['seconds']}", shares)
+        out.print(table)
+    out.print(f"results in {output}/ (predictions.csv, *.timeline.png, *.summary.json)")
+
+
 def show_scores(result: dict, model_name: str) -> None:
     from rich.table import Table
 

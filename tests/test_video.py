@@ -1,0 +1,105 @@
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from fercli.pipeline import Face
+from fercli.video import Tracker, iou
+from tests.conftest import box_hits, findable_faces, run, textured_background
+
+
+def make_clip(path, frames=60, fps=25, size=(640, 480), fourcc="MJPG", face_side=140):
+    """Two real faces moving across a textured background; returns the true boxes per frame."""
+    faces = [cv2.resize(cv2.imread(str(p)), (face_side, face_side), interpolation=cv2.INTER_CUBIC) for p in findable_faces(2, face_side)]
+    width, height = size
+    background = textured_background(height, width, seed=7)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    truth = []
+    for i in range(frames):
+        frame = background.copy()
+        boxes = [(20 + 3 * i, 40, face_side, face_side), (width - face_side - 20 - 2 * i, height - face_side - 40, face_side, face_side)]
+        for (x, y, w, h), face in zip(boxes, faces):
+            frame[y:y + h, x:x + w] = face
+        writer.write(frame)
+        truth.append(boxes)
+    writer.release()
+    return truth
+
+
+def rows_of(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_video_file_annotated_with_every_frame_and_tracks(tmp_path):
+    truth = make_clip(tmp_path / "clip.avi", frames=60)
+    result = run("video", tmp_path / "clip.avi", "-o", tmp_path / "out", "--jsonl")
+    assert result.exit_code == 0, result.stderr
+    annotated = cv2.VideoCapture(str(tmp_path / "out" / "clip.avi"))
+    assert annotated.get(cv2.CAP_PROP_FRAME_COUNT) == 60 and annotated.get(cv2.CAP_PROP_FPS) == pytest.approx(25)
+    assert (annotated.get(cv2.CAP_PROP_FRAME_WIDTH), annotated.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (640, 480)
+    rows = rows_of(tmp_path / "out" / "predictions.csv")
+    assert {"frame", "time_s", "track", "emotion", "confidence", "status"} <= set(rows[0])
+    covered = sum(any(box_hits(tuple(int(r[k]) for k in "xywh"), box) for r in rows if int(r["frame"]) == f)
+                  for f, boxes in enumerate(truth) for box in boxes)
+    assert covered >= 0.9 * 2 * 60
+    assert len({r["track"] for r in rows}) == 2  # each moving face keeps one id
+    assert float(rows[-1]["time_s"]) == pytest.approx(int(rows[-1]["frame"]) / 25, abs=1e-3)
+    summary = json.loads((tmp_path / "out" / "clip.summary.json").read_text())
+    assert summary["frames"] == 60 and len(summary["tracks"]) == 2
+    for info in summary["tracks"].values():
+        assert sum(info["share"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert (tmp_path / "out" / "clip.timeline.png").stat().st_size > 1000
+    assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_unreadable_video_does_not_stop_the_others(tmp_path):
+    make_clip(tmp_path / "good.mp4", frames=20, fourcc="mp4v")
+    (tmp_path / "broken.avi").write_bytes(b"this is not a video at all")
+    result = run("video", tmp_path / "broken.avi", tmp_path / "good.mp4", "-o", tmp_path / "out", "--every", 1)
+    assert result.exit_code == 1
+    assert "broken.avi" in result.stderr and "Traceback" not in result.stderr
+    rows = rows_of(tmp_path / "out" / "predictions.csv")
+    assert any(r["source"].endswith("broken.avi") and r["status"].startswith("error") for r in rows)
+    assert {int(r["frame"]) for r in rows if r["source"].endswith("good.mp4")} == set(range(20))
+    assert cv2.VideoCapture(str(tmp_path / "out" / "good.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 20
+
+
+def test_broken_frame_in_the_middle_is_skipped(tmp_path):
+    """An MJPEG frame overwritten with garbage: reported, the rest of the video goes on."""
+    make_clip(tmp_path / "clip.avi", frames=30)
+    data = bytearray((tmp_path / "clip.avi").read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    middle = starts[15]
+    data[middle:middle + 4000] = bytes(4000)  # frame 15 no longer decodes
+    (tmp_path / "clip.avi").write_bytes(bytes(data))
+    result = run("video", tmp_path / "clip.avi", "-o", tmp_path / "out", "--every", 1)
+    rows = rows_of(tmp_path / "out" / "predictions.csv")
+    frames = {int(r["frame"]) for r in rows if r["frame"]}
+    assert max(frames) == 29 and "Traceback" not in result.stderr
+    assert result.exit_code == 1 and "frame 15 unreadable" in result.stderr
+    assert [r["status"] for r in rows if r["frame"] == "15"] == ["error: unreadable frame"]
+    assert cv2.VideoCapture(str(tmp_path / "out" / "clip.avi")).get(cv2.CAP_PROP_FRAME_COUNT) == 30
+
+
+def test_no_video_given_and_missing_camera(tmp_path):
+    result = run("video", "-o", tmp_path)
+    assert result.exit_code == 2 and "no video given" in result.stderr
+    result = run("video", "--camera", 97, "-o", tmp_path)
+    assert result.exit_code == 2 and "camera 97" in result.stderr
+
+
+def test_tracker_keeps_ids_and_smooths():
+    classes = ["happy", "sad"]
+    tracker = Tracker(classes, smooth=2)
+    face = lambda box, p_happy: Face(box, "", 0.0, {"happy": p_happy, "sad": 1 - p_happy})
+    first = tracker.update([face((0, 0, 50, 50), 0.9), face((200, 0, 50, 50), 0.2)], frame=0)
+    second = tracker.update([face((205, 2, 50, 50), 0.4), face((3, 1, 50, 50), 0.3)], frame=3)
+    assert [f.track for f in first] == [1, 2] and [f.track for f in second] == [2, 1]
+    assert second[1].probabilities["happy"] == pytest.approx(0.6)  # (0.9 + 0.3) / 2
+    assert second[1].emotion == "happy" and second[0].emotion == "sad"
+    third = tracker.update([face((400, 300, 50, 50), 0.5)], frame=4)
+    assert third[0].track == 3
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
