@@ -191,7 +191,7 @@ def show_predict_summary(summary, output: Path) -> None:
 @click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model).")
 @detector_options
 @click.option("--every", default=3, show_default=True, type=click.IntRange(1), help="Detect and classify every Nth frame; frames between carry the last result.")
-@click.option("--detect-scale", type=click.FloatRange(0.05, 1.0), default=None, help="Detect faces on a frame downscaled by this factor (default: frames wider than 640 px are scaled to 640).")
+@click.option("--detect-scale", type=click.FloatRange(0.05, 1.0), default=0.5, show_default=True, help="Detect faces on a frame downscaled by this factor (1 = full size; smaller is faster but misses small faces).")
 @click.option("--smooth", default=3, show_default=True, type=click.IntRange(1), help="Average each track's probabilities over its last N analysed frames (1 = off).")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop a camera run after this many frames (default: until q or Ctrl-C).")
 @click.option("--no-video", is_flag=True, help="Write only the CSV and summaries, no annotated video.")
@@ -220,7 +220,7 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
         raise UserError("no video given: pass video files or a folder, or --camera N.")
     files = collect_videos(videos) if camera is None else []
     out = Path(output)
-    analyzer = make_analyzer(model_name, detect_scale=detect_scale, max_side=640, **detector)
+    analyzer = make_analyzer(model_name, detect_scale=detect_scale, **detector)
     if camera is not None:
         report, summary = run_camera(camera, analyzer, out, every, smooth, show, max_frames, not no_video, on_error=warn)
         show_video_summary([(report, summary)], out)
@@ -246,6 +246,32 @@ def show_video_summary(done, output: Path) -> None:
             table.add_row(track, f"{info['seconds']}", shares)
         out.print(table)
     out.print(f"results in {output}/ (predictions.csv, *.timeline.png, *.summary.json)")
+
+
+@main.command("models")
+@click.option("--no-measure", is_flag=True, help="Skip measuring crops/s (no TensorFlow start-up).")
+def models_command(no_measure):
+    """List the shipped models: classes, validation accuracy, classifier crops/s
+    measured now (batch 64).
+
+    \b
+    Example:  fercli models
+    """
+    from rich.table import Table
+
+    from fercli.model import EmotionModel, measure_crops_per_s, read_metadata, shipped_models
+
+    table = Table(title="shipped models (use with --model NAME)")
+    for column in ("name", "classes", "val accuracy", "crops/s", "params", "arch", "trained on"):
+        table.add_column(column, justify="right" if column in ("val accuracy", "crops/s", "params") else "left")
+    for path in shipped_models():
+        meta = read_metadata(path)
+        speed = "" if no_measure else f"{measure_crops_per_s(EmotionModel(path)):,.0f}"
+        accuracy = meta.get("val_accuracy")
+        table.add_row(path.stem, " ".join(meta["classes"]), f"{accuracy:.2%}" if accuracy is not None else "-", speed,
+                      f"{meta.get('parameters', 0) / 1e6:.2f}M", meta.get("arch", ""),
+                      "/".join(Path(meta.get("data", "")).parts[-2:]))
+    console().print(table)
 
 
 def show_scores(result: dict, model_name: str) -> None:

@@ -148,3 +148,20 @@ def load_keras_model(path):
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged file
         raise UserError(f"{path} could not be loaded as a model ({type(exc).__name__}).") from None
+
+
+def shipped_models() -> list[Path]:
+    return sorted(resource_dir("models").glob("*.keras"), key=lambda p: (p.stem != DEFAULT_MODEL, p.stem))
+
+
+def measure_crops_per_s(model: "EmotionModel", batch: int = 64, seconds: float = 1.0) -> float:
+    """Classifier throughput on random crops (after one warm-up call)."""
+    import time
+
+    crops = np.random.default_rng(0).integers(0, 256, (batch, model.input_size, model.input_size), dtype=np.uint8)
+    model.predict(crops)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        model.predict(crops)
+        done += batch
+    return done / (time.perf_counter() - start)

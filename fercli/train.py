@@ -199,6 +199,7 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
         model = build_model(cfg.arch, len(train.classes), cfg.img_size)
         _compile(model, cfg, steps)
         state = {"epoch": 0, "history": {}, "classes": train.classes, "config": asdict(cfg)}
+    metadata["parameters"] = int(model.count_params())
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if state["epoch"] >= cfg.epochs:
         echo(f"{out}: all {cfg.epochs} epochs already done")

@@ -1,0 +1,38 @@
+"""Video speed: frames/s of `fercli video` on a 640x480 and a 1280x720 clip
+(12 s, 25 fps, two moving real faces), default settings and --every 1; the
+wall time of the whole command, start-up included, against the clip length.
+
+    python benchmarks/bench_video.py
+"""
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def main():
+    from tests.test_video import make_clip
+
+    with tempfile.TemporaryDirectory(prefix="fercli_bench_video_") as tmp:
+        tmp = Path(tmp)
+        for width, height in ((640, 480), (1280, 720)):
+            clip = tmp / f"clip{width}.avi"
+            make_clip(clip, frames=300, fps=25, size=(width, height), face_side=140 if width == 640 else 220)
+            for extra in ([], ["--every", "1"]):
+                start = time.perf_counter()
+                result = subprocess.run([sys.executable, "-m", "fercli", "video", str(clip), "-o", str(tmp / "out"), "-q", *extra],
+                                        capture_output=True, text=True, cwd=REPO)
+                wall = time.perf_counter() - start
+                loop = next((line for line in result.stderr.splitlines() if "frames/s" in line), "").strip()
+                print(f"{width}x{height} {' '.join(extra) or 'defaults'}: 300 frames (12.0 s of video) in {wall:.1f} s "
+                      f"wall = {12.0 / wall:.2f}x real time ({300 / wall:.0f} frames/s incl. start-up); exit {result.returncode}")
+                if loop:
+                    print("   ", loop)
+
+
+if __name__ == "__main__":
+    main()
