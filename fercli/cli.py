@@ -248,6 +248,29 @@ def show_video_summary(done, output: Path) -> None:
     out.print(f"results in {output}/ (predictions.csv, *.timeline.png, *.summary.json)")
 
 
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the combined model.")
+@click.option("--no-flip", is_flag=True, help="No mirror-image test-time augmentation.")
+@click.option("--val", "val_data", default=None, type=click.Path(), help="Labelled data to measure (and record) the ensemble's accuracy on, e.g. fer2013/val.")
+def ensemble(models, out, no_flip, val_data):
+    """Combine models (and mirror-image test-time augmentation) into one model
+    file that averages their probabilities; usable with --model everywhere.
+
+    \b
+    Example:  fercli ensemble a.keras b.keras --out models/accurate.keras --val ../shared/data/fer2013/val
+    """
+    from fercli.evaluate import evaluate
+    from fercli.model import make_ensemble, update_metadata
+
+    model = make_ensemble(list(models), out, flip=not no_flip)
+    click.echo(f"saved {out}: {len(models)} model(s){'' if no_flip else ' x 2 (mirror TTA)'}, {model.metadata['parameters']:,} parameters")
+    if val_data:
+        result, _ = evaluate(val_data, out, warn=warn)
+        update_metadata(out, val_accuracy=result["accuracy"], val_data=result["data"])
+        click.echo(f"accuracy on {result['data']}: {result['accuracy']:.2%} (n={result['n']})")
+
+
 @main.command("models")
 @click.option("--no-measure", is_flag=True, help="Skip measuring crops/s (no TensorFlow start-up).")
 def models_command(no_measure):

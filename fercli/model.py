@@ -48,6 +48,26 @@ def build_vgg(num_classes: int, size: int, widths=(32, 64, 128, 256), dropout=0.
     return keras.Model(inputs, outputs, name="fercli_vgg")
 
 
+def build_average(members, size: int, flip: bool = True, name: str = "fercli_ensemble"):
+    """One model averaging the probabilities of `members` (each on the image and,
+    with `flip`, on its mirror image): ensembling and test-time augmentation in
+    a single file that every command loads like any other model."""
+    import keras
+
+    from fercli.layers import FlipHorizontal
+
+    inputs = keras.Input((size, size, 1), name="face")
+    mirrored = FlipHorizontal(name="mirror")(inputs) if flip else None
+    outputs = []
+    for i, member in enumerate(members):
+        member = keras.Model(member.input, member.output, name=f"member{i + 1}")
+        outputs.append(member(inputs))
+        if flip:
+            outputs.append(member(mirrored))
+    averaged = keras.layers.Average(name="probabilities")(outputs) if len(outputs) > 1 else outputs[0]
+    return keras.Model(inputs, averaged, name=name)
+
+
 ARCHITECTURES = {
     "vgg": lambda n, s: build_vgg(n, s),
     "vgg-small": lambda n, s: build_vgg(n, s, widths=(16, 32, 64, 128), dropout=0.3),
@@ -144,6 +164,8 @@ def load_keras_model(path):
     tensorflow()
     import keras
 
+    import fercli.layers  # noqa: F401  (registers fercli's layers for deserialisation)
+
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged file
@@ -165,3 +187,35 @@ def measure_crops_per_s(model: "EmotionModel", batch: int = 64, seconds: float =
         model.predict(crops)
         done += batch
     return done / (time.perf_counter() - start)
+
+
+def make_ensemble(paths: list[str], out: str | os.PathLike, flip: bool = True) -> "EmotionModel":
+    """Average several models (same classes and input size) with optional
+    mirror TTA into one model file; returns it loaded."""
+    from fercli import __version__
+
+    members = [EmotionModel(p) for p in paths]
+    first = members[0]
+    for member in members[1:]:
+        if member.classes != first.classes or member.input_size != first.input_size:
+            raise UserError(f"{member.path} has other classes or input size than {first.path}; cannot ensemble them.")
+    averaged = build_average([m.keras_model for m in members], first.input_size, flip=flip)
+    metadata = dict(first.metadata, arch="ensemble", fercli_version=__version__, val_accuracy=None,
+                    parameters=int(averaged.count_params()),
+                    ensemble={"members": [str(m.path) for m in members], "mirror_tta": flip,
+                              "member_val_accuracy": [m.metadata.get("val_accuracy") for m in members]})
+    save_model(averaged, out, metadata)
+    return EmotionModel(out)
+
+
+def update_metadata(path: str | os.PathLike, **changes) -> None:
+    """Rewrite a model file's metadata (e.g. to record a measured accuracy)."""
+    path = Path(path)
+    metadata = dict(read_metadata(path), **changes)
+    temp = path.with_name(f".{path.stem}.meta.tmp")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(temp, "w") as target:
+        for item in source.infolist():
+            if item.filename != METADATA_MEMBER:
+                target.writestr(item, source.read(item.filename))
+        target.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2))
+    os.replace(temp, path)

@@ -153,3 +153,21 @@ def test_wrong_csv_header(tmp_path):
     (tmp_path / "fer.csv").write_text("a,b,c\n1,2,3\n")
     result = run("train", tmp_path / "fer.csv", "--epochs", 1, "--out", tmp_path / "m.keras")
     assert result.exit_code == 2 and "expected 'emotion,pixels,Usage'" in result.stderr
+
+
+@requires_fer2013
+def test_ensemble_averages_members_and_mirror_images(tiny_model, fer_sample, tmp_path):
+    import shutil
+    second = tmp_path / "second.keras"
+    shutil.copy(tiny_model, second)
+    result = run("ensemble", tiny_model, second, "--out", tmp_path / "ens.keras", "--val", fer_sample / "val")
+    assert result.exit_code == 0, result.output + result.stderr
+    from fercli.data import read_class_folders
+    data = read_class_folders(fer_sample / "val")
+    member = EmotionModel(tiny_model).predict(data.images)
+    mirrored = EmotionModel(tiny_model).predict(data.images[:, :, ::-1].copy())
+    combined = EmotionModel(tmp_path / "ens.keras")
+    np.testing.assert_allclose(combined.predict(data.images), (member + mirrored) / 2, atol=1e-5)
+    meta = combined.metadata
+    assert meta["ensemble"]["mirror_tta"] and len(meta["ensemble"]["members"]) == 2
+    assert meta["val_accuracy"] == pytest.approx(float(np.mean(((member + mirrored) / 2).argmax(1) == data.labels)))
