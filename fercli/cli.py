@@ -60,6 +60,8 @@ def main():
 @click.option("--class-weight", type=click.Choice(["sqrt", "balanced", "none"]), default="sqrt", show_default=True,
               help="Loss weight per class against imbalance: 1/sqrt(count), 1/count, or none.")
 @click.option("--label-smoothing", default=0.1, show_default=True, type=click.FloatRange(0, 0.5))
+@click.option("--teacher", default=None, help="Distil from this model (e.g. an ensemble): targets mix labels with its probabilities.")
+@click.option("--distill-weight", default=0.7, show_default=True, type=click.FloatRange(0, 1), help="Share of the teacher's probabilities in the targets.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out", default="models/model.keras", show_default=True, type=click.Path(dir_okay=False), help="Where to write the model.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint next to --out (after a kill).")

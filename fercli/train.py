@@ -39,6 +39,8 @@ class TrainConfig:
     class_weight: str = "sqrt"
     label_smoothing: float = 0.1
     warmup_epochs: float = 1.0
+    teacher: str | None = None
+    distill_weight: float = 0.7
 
 
 def class_weights(counts: np.ndarray, mode: str) -> np.ndarray:
@@ -64,7 +66,9 @@ def choose_splits(splits: dict[str, Dataset], cfg: TrainConfig) -> tuple[Dataset
     return train.subset(fit_index), train.subset(val_index), f"stratified {cfg.val_split:.0%} held out for validation (seed {cfg.seed})"
 
 
-def _datasets(train: Dataset, val: Dataset | None, cfg: TrainConfig, weights: np.ndarray):
+def _datasets(train: Dataset, val: Dataset | None, cfg: TrainConfig, weights: np.ndarray, teacher=None):
+    """Batched tf.data pipelines. With a teacher, targets mix the one-hot label
+    with the teacher's probabilities on the same augmented batch (distillation)."""
     import tensorflow as tf
 
     from fercli.augment import augment_batch
@@ -72,7 +76,10 @@ def _datasets(train: Dataset, val: Dataset | None, cfg: TrainConfig, weights: np
     k = len(train.classes)
 
     def encode(images, labels):
-        return augment_batch(images), tf.one_hot(labels, k), tf.gather(weights, labels)
+        x, target = augment_batch(images), tf.one_hot(labels, k)
+        if teacher is not None:
+            target = (1 - cfg.distill_weight) * target + cfg.distill_weight * teacher(x, training=False)
+        return x, target, tf.gather(weights, labels)
 
     train_ds = (tf.data.Dataset.from_tensor_slices((train.images, train.labels))
                 .shuffle(len(train), seed=cfg.seed, reshuffle_each_iteration=True)
@@ -204,7 +211,18 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
     if state["epoch"] >= cfg.epochs:
         echo(f"{out}: all {cfg.epochs} epochs already done")
         return state
-    train_ds, val_ds = _datasets(train, val, cfg, weights)
+    teacher = None
+    if cfg.teacher:
+        from fercli.model import EmotionModel
+
+        teacher_model = EmotionModel(cfg.teacher)
+        if teacher_model.classes != train.classes or teacher_model.input_size != cfg.img_size:
+            raise UserError(f"teacher {cfg.teacher} has classes {', '.join(teacher_model.classes)} at {teacher_model.input_size} px; "
+                            f"the data has {', '.join(train.classes)} at {cfg.img_size} px.")
+        teacher = teacher_model.keras_model
+        metadata["teacher"] = {"model": str(teacher_model.path), "val_accuracy": teacher_model.metadata.get("val_accuracy"),
+                               "distill_weight": cfg.distill_weight}
+    train_ds, val_ds = _datasets(train, val, cfg, weights, teacher)
     callbacks = [_progress_callback(cfg.epochs, steps),
                  _checkpoint_callback(cfg, out, ckpt_dir, state, metadata, val is not None)]
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epoch"],

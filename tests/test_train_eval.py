@@ -171,3 +171,17 @@ def test_ensemble_averages_members_and_mirror_images(tiny_model, fer_sample, tmp
     meta = combined.metadata
     assert meta["ensemble"]["mirror_tta"] and len(meta["ensemble"]["members"]) == 2
     assert meta["val_accuracy"] == pytest.approx(float(np.mean(((member + mirrored) / 2).argmax(1) == data.labels)))
+
+
+@requires_fer2013
+def test_distillation_from_a_teacher(tiny_model, fer_sample, tmp_path):
+    result = run("train", fer_sample, "--epochs", 1, "--batch-size", 32, "--teacher", tiny_model,
+                 "--out", tmp_path / "student.keras")
+    assert result.exit_code == 0, result.output + result.stderr
+    meta = read_metadata(tmp_path / "student.keras")
+    assert meta["teacher"]["model"] == str(tiny_model) and meta["teacher"]["distill_weight"] == 0.7
+    ck = tmp_path / "ck"
+    write_image(ck / "contempt" / "1.png", np.zeros((48, 48), np.uint8))
+    write_image(ck / "happy" / "1.png", np.zeros((48, 48), np.uint8))
+    result = run("train", ck, "--epochs", 1, "--val-split", 0, "--teacher", tiny_model, "--out", tmp_path / "x.keras")
+    assert result.exit_code == 2 and "teacher" in result.stderr
