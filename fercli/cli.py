@@ -49,7 +49,7 @@ def main():
 
 @main.command(epilog=EXIT_CODES)
 @click.argument("data", type=click.Path())
-@click.option("--arch", default="vgg", show_default=True, help="Network architecture (vgg, vgg-small, vgg-wide).")
+@click.option("--arch", default="vgg", show_default=True, help="Network architecture: vgg, vgg-small, vgg-wide (global average pooling head), vgg-flat, vgg-small-flat (flatten head: keeps feature positions).")
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(0, min_open=True), help="Peak learning rate (AdamW, warm-up then cosine decay).")
@@ -129,17 +129,28 @@ def make_analyzer(model_name, cascade, scale_factor, min_neighbors, min_face, **
                     min_face=min_face, **extra)
 
 
+def image_input_options(command):
+    """Options shared by predict and explain."""
+    options = [
+        click.option("-p", "--path", default=None, help="Image file, folder or glob (default: data/test/ under the current folder)."),
+        click.option("-r", "--recursive", is_flag=True, help="Also read subfolders."),
+        click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for annotated copies and predictions.csv."),
+        click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model)."),
+        click.option("--class", "explain_class", default=None, help="Explain this class instead of the predicted one (with --explain / explain)."),
+        click.option("--jsonl", is_flag=True, help="Also write predictions.jsonl (same records as the CSV)."),
+        click.option("--resume", is_flag=True, help="Skip inputs already in the output CSV and append the rest."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return detector_options(command)
+
+
 @main.command(epilog=EXIT_CODES)
-@click.option("-p", "--path", default=None, help="Image file, folder or glob (default: data/test/ under the current folder).")
-@click.option("-r", "--recursive", is_flag=True, help="Also read subfolders.")
-@click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for annotated copies and predictions.csv.")
-@click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model).")
-@detector_options
+@image_input_options
 @click.option("--no-images", is_flag=True, help="Write only the CSV, no annotated copies.")
-@click.option("--jsonl", is_flag=True, help="Also write predictions.jsonl (same records as the CSV).")
-@click.option("--resume", is_flag=True, help="Skip inputs already in the output CSV and append the rest.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def predict(path, recursive, output, model_name, no_images, jsonl, resume, quiet, **detector):
+@click.option("--explain", is_flag=True, help="Also write a class activation map per face (<image>.face<N>.cam.png).")
+def predict(**options):
     """Find faces in images and tell their emotions.
 
     Writes an annotated copy of each image (box, emotion, confidence) under
@@ -154,13 +165,44 @@ def predict(path, recursive, output, model_name, no_images, jsonl, resume, quiet
       fercli predict -p "shots/*.png" --no-images
       fercli predict                  (reads data/test/)
     """
+    predict_images(**options)
+
+
+@main.command(epilog=EXIT_CODES)
+@image_input_options
+def explain(**options):
+    """Show which parts of each face drove its prediction: a Grad-CAM heat map
+    on the last convolutional layer, per face, for the predicted class or
+    --class. Writes <image>.face<N>.cam.png beside each annotated copy, and the
+    CSV as predict does.
+
+    \b
+    Examples:
+      fercli explain -p photo.jpg -o explained
+      fercli explain -p photos/ --class happy
+    """
+    predict_images(explain=True, no_images=False, **options)
+
+
+def predict_images(path, recursive, output, model_name, no_images, jsonl, resume, quiet, explain, explain_class, **detector):
+    from fercli.data import canonical_class
     from fercli.predict import collect_inputs, run_predict
 
     out = Path(output)
     inputs, not_images = collect_inputs(path, recursive, out)
     analyzer = make_analyzer(model_name, **detector)
+    explainer = None
+    if explain or explain_class:
+        from fercli.explain import Explainer
+
+        explainer = Explainer(analyzer.model)
+        if explain_class is not None:
+            explain_class = canonical_class(explain_class)
+            if explain_class not in analyzer.classes:
+                raise UserError(f"--class {explain_class!r} is not one of the model's classes ({', '.join(analyzer.classes)}).")
     summary = run_predict(inputs, analyzer, out, save_images=not no_images, jsonl=jsonl, resume=resume,
-                          not_images=not_images, progress=not quiet, on_error=warn)
+                          not_images=not_images, progress=not quiet, on_error=warn,
+                          explainer=explainer, explain_class=explain_class)
     show_predict_summary(summary, out)
     sys.exit(1 if summary.failed else 0)
 
@@ -179,6 +221,8 @@ def show_predict_summary(summary, output: Path) -> None:
         table.add_row("already in the CSV (resume)", str(summary.already_done))
     table.add_row("skipped (not images)", str(summary.not_images))
     table.add_row("failed", str(len(summary.failed)))
+    if summary.explained:
+        table.add_row("heat maps written", str(summary.explained))
     rate = summary.images / summary.wall_s if summary.wall_s else 0.0
     table.add_row("wall time", f"{summary.wall_s:.1f} s ({rate:.1f} images/s)")
     table.add_row("results", str(output / "predictions.csv"))

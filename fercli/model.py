@@ -25,12 +25,16 @@ DEFAULT_MODEL = "default"
 
 def _conv_bn(x, filters, layers):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    # momentum 0.9 (PyTorch's default): Keras' 0.99 needs thousands of steps before the
+    # moving statistics are usable, which small data sets (CK+, ~8 steps an epoch) never reach.
+    x = layers.BatchNormalization(momentum=0.9)(x)
     return layers.Activation("relu")(x)
 
 
-def build_vgg(num_classes: int, size: int, widths=(32, 64, 128, 256), dropout=0.4):
-    """VGG-style: per stage two 3x3 conv+BN+ReLU, max-pool; then GAP and a small head."""
+def build_vgg(num_classes: int, size: int, widths=(32, 64, 128, 256), dropout=0.4, head="gap"):
+    """VGG-style: per stage two 3x3 conv+BN+ReLU, max-pool; then global average
+    pooling ("gap": position-free, fewer weights) or flattening ("flatten":
+    keeps where a feature is) and a small dense head."""
     import keras
     from keras import layers
 
@@ -40,7 +44,7 @@ def build_vgg(num_classes: int, size: int, widths=(32, 64, 128, 256), dropout=0.
         x = _conv_bn(x, filters, layers)
         x = _conv_bn(x, filters, layers)
         x = layers.MaxPooling2D()(x)
-    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x) if head == "gap" else layers.Flatten()(x)
     x = layers.Dropout(dropout)(x)
     x = layers.Dense(256, activation="relu")(x)
     x = layers.Dropout(dropout)(x)
@@ -72,6 +76,8 @@ ARCHITECTURES = {
     "vgg": lambda n, s: build_vgg(n, s),
     "vgg-small": lambda n, s: build_vgg(n, s, widths=(16, 32, 64, 128), dropout=0.3),
     "vgg-wide": lambda n, s: build_vgg(n, s, widths=(48, 96, 192, 384)),
+    "vgg-flat": lambda n, s: build_vgg(n, s, head="flatten"),
+    "vgg-small-flat": lambda n, s: build_vgg(n, s, widths=(16, 32, 64, 128), dropout=0.3, head="flatten"),
 }
 
 

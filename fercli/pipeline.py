@@ -50,10 +50,13 @@ class Analyzer:
         """One forward pass for all boxes of one image."""
         if len(boxes) == 0:
             return []
-        size = self.model.input_size
-        crops = np.stack([prepare_face(gray[y:y + h, x:x + w], size) for x, y, w, h in boxes])
-        probabilities = self.model.predict(crops)
+        probabilities = self.model.predict(self.crops(gray, boxes))
         return [self._face(box, p) for box, p in zip(boxes, probabilities)]
+
+    def crops(self, gray: np.ndarray, boxes) -> np.ndarray:
+        """The model's input for each box: uint8 (N, S, S), preprocessed as in training."""
+        size = self.model.input_size
+        return np.stack([prepare_face(gray[y:y + h, x:x + w], size) for x, y, w, h in boxes])
 
     def analyze(self, image: np.ndarray) -> list[Face]:
         gray, boxes = self.detect(image)

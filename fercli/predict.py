@@ -15,6 +15,7 @@ import cv2
 from fercli.annotate import draw_faces
 from fercli.data import IMAGE_SUFFIXES, read_image_file
 from fercli.errors import UserError
+from fercli.explain import explain_faces, explanation_paths
 from fercli.sinks import RecordSink
 
 DEFAULT_INPUT = Path("data") / "test"
@@ -34,6 +35,7 @@ class Summary:
     emotions: Counter = field(default_factory=Counter)
     not_images: int = 0
     already_done: int = 0
+    explained: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -97,7 +99,7 @@ def annotated_path(output: Path, item: InputImage) -> Path:
 
 def run_predict(inputs: list[InputImage], analyzer, output: Path, save_images: bool = True,
                 jsonl: bool = False, resume: bool = False, not_images: int = 0, progress: bool = True,
-                on_error=None) -> Summary:
+                on_error=None, explainer=None, explain_class: str | None = None) -> Summary:
     from tqdm import tqdm
 
     summary = Summary(not_images=not_images)
@@ -113,11 +115,16 @@ def run_predict(inputs: list[InputImage], analyzer, output: Path, save_images: b
             try:
                 image = read_image_file(item.path)
                 faces = analyzer.analyze(image)
+                target = annotated_path(output, item)
                 if save_images:
-                    target = annotated_path(output, item)
                     if target.resolve() in input_paths:
                         raise ValueError(f"annotated copy would overwrite input {target}")
                     write_image(target, draw_faces(image, faces))
+                if explainer is not None:
+                    overlays = explain_faces(analyzer, explainer, image, faces, explain_class)
+                    for path, picture in zip(explanation_paths(target, len(overlays)), overlays):
+                        write_image(path, picture)
+                    summary.explained += len(overlays)
             except (ValueError, cv2.error, MemoryError, OSError) as exc:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 summary.failed.append((source, reason))

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from fercli.explain import Explainer
+from fercli.model import EmotionModel, save_model
+from tests.conftest import run, scene_with_faces, write_image
+
+
+def square_image(rng, top: bool | None) -> np.ndarray:
+    image = rng.integers(0, 70, (48, 48)).astype(np.uint8)
+    if top is not None:
+        y = 4 if top else 30
+        image[y:y + 14, 4:18] = 255
+    return image
+
+
+@pytest.fixture(scope="module")
+def corner_model(tmp_path_factory):
+    """A small CNN trained here to tell a bright square at the top-left from one at
+    the bottom-left and from none (so each class needs evidence where its square is)."""
+    root = tmp_path_factory.mktemp("corners")
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        write_image(root / "data" / "upper" / f"{i}.png", square_image(rng, top=True))
+        write_image(root / "data" / "lower" / f"{i}.png", square_image(rng, top=False))
+        write_image(root / "data" / "none" / f"{i}.png", square_image(rng, top=None))
+    result = run("train", root / "data", "--arch", "vgg-small-flat", "--epochs", 10, "--batch-size", 32, "--label-smoothing", 0,
+                 "--val-split", 0.2, "--out", root / "corners.keras")
+    assert result.exit_code == 0, result.output + result.stderr
+    return EmotionModel(root / "corners.keras")
+
+
+def test_map_peaks_where_the_evidence_is(corner_model):
+    rng = np.random.default_rng(1)
+    explainer = Explainer(corner_model)
+    upper, lower = square_image(rng, top=True), square_image(rng, top=False)
+    probabilities = corner_model.predict(np.stack([upper, lower]))
+    assert [corner_model.classes[i] for i in probabilities.argmax(1)] == ["upper", "lower"]
+    maps = explainer.heatmaps(np.stack([upper, lower]), np.array([corner_model.classes.index("upper"), corner_model.classes.index("lower")]))
+    for heat, top in zip(maps, (True, False)):
+        square = heat[4:18, 4:18] if top else heat[30:44, 4:18]
+        other = heat[30:44, 4:18] if top else heat[4:18, 4:18]
+        peak_row = np.unravel_index(heat.argmax(), heat.shape)[0]
+        assert (peak_row < 24) == top
+        assert square.mean() > 2 * other.mean()
+
+
+def test_explain_writes_one_map_per_face(tmp_path):
+    scene, truth = scene_with_faces(2)
+    write_image(tmp_path / "scene.jpg", scene)
+    result = run("explain", "-p", tmp_path / "scene.jpg", "-o", tmp_path / "out", "--class", "Happiness")
+    assert result.exit_code == 0, result.stderr
+    maps = sorted((tmp_path / "out").glob("scene.face*.cam.png"))
+    assert [p.name for p in maps] == ["scene.face0.cam.png", "scene.face1.cam.png"]
+    assert (tmp_path / "out" / "scene.jpg").is_file()
+    result = run("predict", "-p", tmp_path / "scene.jpg", "-o", tmp_path / "out2", "--explain")
+    assert result.exit_code == 0 and len(list((tmp_path / "out2").glob("*.cam.png"))) == 2
+    result = run("explain", "-p", tmp_path / "scene.jpg", "-o", tmp_path / "out3", "--class", "banana")
+    assert result.exit_code == 2 and "'banana'" in result.stderr
+
+
+def test_model_without_convolutions_is_a_clear_error(tmp_path):
+    import keras
+
+    inputs = keras.Input((48, 48, 1))
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs))
+    save_model(keras.Model(inputs, outputs), tmp_path / "dense.keras", {"classes": ["happy", "sad"], "input_size": 48})
+    write_image(tmp_path / "a.png", np.zeros((60, 60, 3), np.uint8))
+    result = run("explain", "-p", tmp_path / "a.png", "--model", tmp_path / "dense.keras", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "no convolutional layer" in result.stderr
