@@ -317,6 +317,26 @@ def ensemble(models, out, no_flip, val_data):
         click.echo(f"accuracy on {result['data']}: {result['accuracy']:.2%} (n={result['n']})")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (127.0.0.1: this machine only).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model).")
+@click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(0.1), help="Larger uploads get HTTP 413.")
+@detector_options
+def serve(host, port, model_name, max_upload_mb, **detector):
+    """A local web page to drop images on, and a JSON API (needs the serve extra: pip install "fercli[serve]").
+
+    \b
+    POST /api/predict (multipart form, field "file"; ?annotate=1, ?explain=1)
+    returns the same records as predictions.csv / .jsonl.
+    Example:  fercli serve --port 8000, then open http://127.0.0.1:8000/
+    """
+    from fercli.serve import require_flask, serve as run_server
+
+    require_flask()  # before the model loads
+    run_server(make_analyzer(model_name, **detector), host, port, max_upload_mb)
+
+
 @main.command("models")
 @click.option("--no-measure", is_flag=True, help="Skip measuring crops/s (no TensorFlow start-up).")
 def models_command(no_measure):

@@ -105,6 +105,12 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
         raw = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise ValueError(f"cannot read file ({exc.strerror or exc})") from None
+    return decode_image(raw)
+
+
+def decode_image(raw: np.ndarray) -> np.ndarray:
+    """Encoded image bytes (uint8 array) -> 8-bit BGR, EXIF orientation applied;
+    raises ValueError with the reason it cannot."""
     if raw.size == 0:
         raise ValueError("empty file (0 bytes)")
     # libjpeg decodes a cut-off JPEG silently (grey bottom): an intact one ends with its EOI marker.

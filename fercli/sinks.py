@@ -17,6 +17,19 @@ def columns_for(classes: list[str], video: bool = False) -> list[str]:
             + [f"p_{c}" for c in classes] + ["status"])
 
 
+def records_for(source: str, faces, classes: list[str], status: str | None = None, frame: int | None = None,
+                time_s: float | None = None) -> list[dict]:
+    """The output records of one input: one per face, or one with the status."""
+    base = {"source": source, "frame": frame, "time_s": None if time_s is None else round(time_s, 3)}
+    records = [{**base, "track": face.track, "face": i, "x": face.box[0], "y": face.box[1],
+                "w": face.box[2], "h": face.box[3], "emotion": face.emotion,
+                "confidence": round(face.confidence, 4),
+                **{f"p_{c}": round(face.probabilities.get(c, 0.0), 4) for c in classes},
+                "status": STATUS_OK}
+               for i, face in enumerate(faces or [])]
+    return records or [{**base, "status": status or STATUS_NO_FACE}]
+
+
 def _drop_partial_last_line(path: Path) -> None:
     """A run killed mid-write can leave half a line: cut it before appending."""
     with open(path, "rb+") as handle:
@@ -56,16 +69,7 @@ class RecordSink:
     def write(self, source: str, faces, status: str | None = None, frame: int | None = None,
               time_s: float | None = None) -> None:
         """All rows of one input (or one video frame): a row per face, or one status row."""
-        base = {"source": source, "frame": frame, "time_s": None if time_s is None else round(time_s, 3)}
-        records = [{**base, "track": face.track, "face": i, "x": face.box[0], "y": face.box[1],
-                    "w": face.box[2], "h": face.box[3], "emotion": face.emotion,
-                    "confidence": round(face.confidence, 4),
-                    **{f"p_{c}": round(face.probabilities.get(c, 0.0), 4) for c in self.classes},
-                    "status": STATUS_OK}
-                   for i, face in enumerate(faces or [])]
-        if not records:
-            records.append({**base, "status": status or STATUS_NO_FACE})
-        for record in records:
+        for record in records_for(source, faces, self.classes, status, frame, time_s):
             self.writer.writerow(["" if record.get(c) is None else record[c] for c in self.columns])
             if self.jsonl_file:
                 self.jsonl_file.write(json.dumps({c: record.get(c) for c in self.columns}, ensure_ascii=False) + "\n")

@@ -1,0 +1,112 @@
+"""`fercli serve`: a small local web page and a JSON API over the same pipeline.
+
+    POST /api/predict   multipart form, image in the field `file`
+                        ?annotate=1 adds the annotated image, ?explain=1 heat maps
+    GET  /              the page
+    GET  /api/health    model name and classes
+
+Uploads are decoded in memory; nothing from a request touches the file system.
+"""
+from __future__ import annotations
+
+import base64
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fercli.errors import UserError
+
+PAGE = Path(__file__).resolve().parent / "web" / "index.html"
+
+
+def _data_url(image: np.ndarray, ext: str = ".jpg") -> str:
+    ok, encoded = cv2.imencode(ext, image, [cv2.IMWRITE_JPEG_QUALITY, 90] if ext == ".jpg" else [])
+    kind = "jpeg" if ext == ".jpg" else "png"
+    return f"data:image/{kind};base64," + base64.b64encode(encoded.tobytes()).decode()
+
+
+def require_flask() -> None:
+    try:
+        import flask  # noqa: F401
+    except ImportError:
+        raise UserError("fercli serve needs Flask: pip install \"fercli[serve]\" (or pip install \".[serve]\" in a checkout).") from None
+
+
+def create_app(analyzer, max_upload_mb: float = 20.0):
+    require_flask()
+    from flask import Flask, jsonify, request
+    from werkzeug.exceptions import HTTPException
+
+    from fercli.annotate import draw_faces
+    from fercli.data import decode_image
+    from fercli.explain import Explainer, explain_faces
+    from fercli.sinks import columns_for, records_for
+
+    app = Flask("fercli")
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
+    lock = threading.Lock()  # one image at a time through the detector and model
+    explainer = {}
+    columns = columns_for(analyzer.classes)
+
+    def flag(name: str) -> bool:
+        return request.args.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+    @app.get("/")
+    def page():
+        return PAGE.read_text(encoding="utf-8"), 200, {"Content-Type": "text/html; charset=utf-8"}
+
+    @app.get("/api/health")
+    def health():
+        return jsonify(model=analyzer.model.name, classes=analyzer.classes)
+
+    @app.post("/api/predict")
+    def predict():
+        upload = request.files.get("file")
+        if upload is None:
+            return jsonify(error="no file: send the image as multipart form field 'file'"), 400
+        name = Path(upload.filename or "upload").name
+        raw = np.frombuffer(upload.read(), dtype=np.uint8)
+        try:
+            image = decode_image(raw)
+        except ValueError as exc:
+            return jsonify(error=f"{name}: {exc}"), 400
+        with lock:
+            faces = analyzer.analyze(image)
+            body = {"source": name, "width": int(image.shape[1]), "height": int(image.shape[0]),
+                    "classes": analyzer.classes, "model": analyzer.model.name,
+                    "records": [{c: r.get(c) for c in columns} for r in records_for(name, faces, analyzer.classes)]}
+            if flag("annotate"):
+                body["annotated"] = _data_url(draw_faces(image, faces))
+            if flag("explain") and faces:
+                if "x" not in explainer:
+                    explainer["x"] = Explainer(analyzer.model)
+                body["explanations"] = [_data_url(o, ".png") for o in explain_faces(analyzer, explainer["x"], image, faces)]
+        return jsonify(body)
+
+    @app.errorhandler(413)
+    def too_large(_):
+        return jsonify(error=f"upload too large: the limit is {max_upload_mb:g} MB"), 413
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        return jsonify(error=exc.description), exc.code
+
+    @app.errorhandler(UserError)
+    def user_error(exc):
+        return jsonify(error=str(exc)), 400
+
+    return app
+
+
+def serve(analyzer, host: str, port: int, max_upload_mb: float) -> None:
+    app = create_app(analyzer, max_upload_mb)
+    from werkzeug.serving import make_server
+
+    try:
+        server = make_server(host, port, app, threaded=True)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}).") from None
+    print(f"fercli serve: http://{host}:{port}/  (model {analyzer.model.name}; Ctrl-C stops)", flush=True)
+    server.serve_forever()
