@@ -34,6 +34,7 @@ def merge_overlapping(boxes: np.ndarray, overlap: float = 0.5) -> np.ndarray:
                 break
         if not duplicate:
             kept.append(box)
+    kept.sort(key=lambda b: (b[0], b[1]))  # reading order, left to right
     return np.array(kept, dtype=np.int32).reshape(-1, 4)
 
 
