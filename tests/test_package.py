@@ -41,3 +41,12 @@ def test_installed_package_finds_model_and_cascades(tmp_path):
     model, cascades = map(Path, json.loads(out.stdout))
     assert model.is_file() and model.name == "default.keras"
     assert (cascades / "haarcascade_frontalface_default.xml").is_file()
+
+
+def test_models_lists_the_shipped_models():
+    from fercli.model import read_metadata, resolve_model_path
+    result = run("models")
+    assert result.exit_code == 0, result.stderr
+    meta = read_metadata(resolve_model_path(None))
+    assert "default" in result.output and f"{meta['val_accuracy']:.2%}" in result.output
+    assert "crops/s" in result.output
