@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +29,10 @@ class Face:
 
 
 class Analyzer:
-    """Detector + emotion model, loaded once; `analyze(image)` gives the Faces."""
+    """Detector + emotion model, loaded once; `analyze(image)` gives the Faces.
+    `analyze` may be called from several threads: OpenCV's cascade is not
+    thread-safe, so calls take turns on `lock` (re-entrant, for callers that
+    need several steps in one turn)."""
 
     def __init__(self, model=None, detector=None, **detector_options):
         from fercli.detect import HaarDetector
@@ -36,6 +40,7 @@ class Analyzer:
 
         self.model = model if isinstance(model, EmotionModel) else EmotionModel(model)
         self.detector = detector or HaarDetector(**detector_options)
+        self.lock = threading.RLock()
 
     @property
     def classes(self) -> list[str]:
@@ -59,8 +64,9 @@ class Analyzer:
         return np.stack([prepare_face(gray[y:y + h, x:x + w], size) for x, y, w, h in boxes])
 
     def analyze(self, image: np.ndarray) -> list[Face]:
-        gray, boxes = self.detect(image)
-        return self.classify(gray, boxes)
+        with self.lock:
+            gray, boxes = self.detect(image)
+            return self.classify(gray, boxes)
 
     def _face(self, box, probabilities: np.ndarray) -> Face:
         best = int(np.argmax(probabilities))

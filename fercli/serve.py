@@ -10,7 +10,6 @@ Uploads are decoded in memory; nothing from a request touches the file system.
 from __future__ import annotations
 
 import base64
-import threading
 from pathlib import Path
 
 import cv2
@@ -46,7 +45,6 @@ def create_app(analyzer, max_upload_mb: float = 20.0):
 
     app = Flask("fercli")
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
-    lock = threading.Lock()  # one image at a time through the detector and model
     explainer = {}
     columns = columns_for(analyzer.classes)
 
@@ -72,7 +70,7 @@ def create_app(analyzer, max_upload_mb: float = 20.0):
             image = decode_image(raw)
         except ValueError as exc:
             return jsonify(error=f"{name}: {exc}"), 400
-        with lock:
+        with analyzer.lock:  # the detector and the explainer are shared by all requests
             faces = analyzer.analyze(image)
             body = {"source": name, "width": int(image.shape[1]), "height": int(image.shape[0]),
                     "classes": analyzer.classes, "model": analyzer.model.name,

@@ -88,6 +88,16 @@ def test_shipped_model_classifies_real_val_crops():
     assert accuracy > 0.60, accuracy  # chance is 1/7, the majority class 25%
 
 
+@requires_fer2013
+def test_bfloat16_inference_agrees_with_float32():
+    from fercli.data import read_class_folders
+    images = read_class_folders(FER2013 / "val").images[:500]
+    exact = EmotionModel(precision="float32").predict(images)
+    fast = EmotionModel(precision="bfloat16").predict(images)
+    assert np.abs(fast - exact).max() < 0.1
+    assert np.mean(fast.argmax(axis=1) == exact.argmax(axis=1)) > 0.97
+
+
 @requires_ckplus
 def test_ckplus_model_with_its_own_classes(tmp_path):
     data = copy_sample(CKPLUS, tmp_path / "ck", 25)
