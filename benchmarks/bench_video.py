@@ -27,11 +27,8 @@ def main():
                 result = subprocess.run([sys.executable, "-m", "fercli", "video", str(clip), "-o", str(tmp / "out"), "-q", *extra],
                                         capture_output=True, text=True, cwd=REPO)
                 wall = time.perf_counter() - start
-                loop = next((line for line in result.stderr.splitlines() if "frames/s" in line), "").strip()
                 print(f"{width}x{height} {' '.join(extra) or 'defaults'}: 300 frames (12.0 s of video) in {wall:.1f} s "
                       f"wall = {12.0 / wall:.2f}x real time ({300 / wall:.0f} frames/s incl. start-up); exit {result.returncode}")
-                if loop:
-                    print("   ", loop)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,8 @@ class EmotionModel:
     """A loaded model: metadata plus a compiled forward pass on uint8 face crops.
 
     precision None picks bfloat16 where the CPU computes it natively (1.4x the
-    crops/s of float32 here, accuracy within 0.1 point; see benchmarks/), else float32.
+    crops/s of float32 at batch 64 here, accuracy within 0.1 point; see
+    benchmarks/), else float32. Batches under 4 crops always run in float32.
     `keras_model` stays float32 (training, Grad-CAM)."""
 
     def __init__(self, name_or_path=None, precision: str | None = None):
@@ -149,13 +150,13 @@ class EmotionModel:
         self.keras_model = load_keras_model(self.path)
         tf = tensorflow()
         self.precision = precision or ("bfloat16" if cpu_has_bf16() else "float32")
-        network = bfloat16_copy(self.keras_model) if self.precision == "bfloat16" else self.keras_model
+        signature = [tf.TensorSpec((None, self.input_size, self.input_size, 1), tf.float32)]
 
-        self._forward = tf.function(
-            lambda x: network(x, training=False),
-            input_signature=[tf.TensorSpec((None, self.input_size, self.input_size, 1), tf.float32)],
-            reduce_retracing=True,
-        )
+        def compiled(network):
+            return tf.function(lambda x: network(x, training=False), input_signature=signature, reduce_retracing=True)
+
+        self._forward_float32 = compiled(self.keras_model)
+        self._forward_bfloat16 = compiled(bfloat16_copy(self.keras_model)) if self.precision == "bfloat16" else None
 
     @property
     def name(self) -> str:
@@ -168,7 +169,9 @@ class EmotionModel:
         out = []
         for start in range(0, len(faces), batch_size):
             batch = faces[start:start + batch_size].astype(np.float32)[..., None]
-            out.append(self._forward(batch).numpy())
+            # bfloat16 pays a cast per call: below 4 crops float32 is faster (benchmarks/bench_models.py)
+            forward = self._forward_bfloat16 if self._forward_bfloat16 and len(batch) >= 4 else self._forward_float32
+            out.append(forward(batch).numpy())
         return np.concatenate(out)
 
 

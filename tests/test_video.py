@@ -16,10 +16,17 @@ def make_clip(path, frames=60, fps=25, size=(640, 480), fourcc="MJPG", face_side
     width, height = size
     background = textured_background(height, width, seed=7)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    span = width - face_side - 40  # faces go back and forth across the frame
+
+    def bounce(step):
+        step %= 2 * span
+        return step if step < span else 2 * span - step
+
     truth = []
     for i in range(frames):
         frame = background.copy()
-        boxes = [(20 + 3 * i, 40, face_side, face_side), (width - face_side - 20 - 2 * i, height - face_side - 40, face_side, face_side)]
+        boxes = [(20 + bounce(3 * i), 40, face_side, face_side),
+                 (width - face_side - 20 - bounce(2 * i), height - face_side - 40, face_side, face_side)]
         for (x, y, w, h), face in zip(boxes, faces):
             frame[y:y + h, x:x + w] = face
         writer.write(frame)
