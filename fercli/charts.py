@@ -7,12 +7,12 @@ import numpy as np
 SERIES_COLOURS = [(200, 90, 30), (30, 130, 230), (60, 170, 60), (180, 60, 180)]
 
 
-def line_panel(title: str, series: dict[str, list[float]], width=520, height=340, x_label: str = "epoch",
+def line_panel(title: str, series: dict[str, list[float]], width=600, height=340, x_label: str = "epoch",
                x_range: tuple[float, float] | None = None, colours: dict | None = None,
                y_range: tuple[float, float] | None = None) -> np.ndarray:
     """One panel: several named series against an evenly spaced x (epochs, or time)."""
     canvas = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 60, 15, 35, 40
+    left, right, top, bottom = 60, 120, 35, 40  # legend in the right margin, clear of the curves
     values = [v for vs in series.values() for v in vs if np.isfinite(v)]
     lo, hi = y_range or ((min(values), max(values)) if values else (0.0, 1.0))
     if hi - lo < 1e-9:
@@ -32,7 +32,7 @@ def line_panel(title: str, series: dict[str, list[float]], width=520, height=340
         points = np.array([(to_x(i), to_y(v)) for i, v in enumerate(vs) if np.isfinite(v)], np.int32)
         if len(points):
             cv2.polylines(canvas, [points], False, colour, 2, cv2.LINE_AA)
-        cv2.putText(canvas, name, (width - right - 110, top + 18 + 18 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+        cv2.putText(canvas, name, (width - right + 8, top + 12 + 18 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
     return canvas
 
 
