@@ -1,5 +1,6 @@
-"""Re-make docs/serve.png: start `fercli serve`, upload a drawn two-face test
-image in headless Chromium (Debian's chromium + playwright), screenshot the page.
+"""Re-make docs/example.png (the README's first example: two drawn faces, no
+data set image) and docs/serve.png: start `fercli serve`, upload the example in
+headless Chromium (Debian's chromium + playwright), screenshot the page.
 
     python docs/screenshot.py
 """
@@ -29,22 +30,30 @@ def drawn_face(size: int, smile: bool) -> np.ndarray:
     cv2.line(img, (c, int(size * 0.45)), (c - 8, int(size * 0.62)), 140, 4)
     if smile:
         cv2.ellipse(img, (c, int(size * 0.70)), (int(size * 0.16), int(size * 0.07)), 0, 0, 180, 60, 8)
+    else:
+        cv2.line(img, (c - int(size * 0.13), int(size * 0.73)), (c + int(size * 0.13), int(size * 0.73)), 60, 8)
     return cv2.cvtColor(cv2.GaussianBlur(img, (0, 0), 2.5), cv2.COLOR_GRAY2BGR)
+
+
+def example_image() -> np.ndarray:
+    """docs/example.png: two drawn faces, smiling and straight-mouthed."""
+    canvas = np.full((480, 800, 3), 235, np.uint8)
+    canvas[130:350, 100:320] = drawn_face(220, smile=True)
+    canvas[130:350, 480:700] = drawn_face(220, smile=False)
+    return canvas
 
 
 def main():
     from playwright.sync_api import sync_playwright
 
+    cv2.imwrite(str(DOCS / "example.png"), example_image())
     with tempfile.TemporaryDirectory() as tmp:
-        canvas = np.full((480, 800, 3), 235, np.uint8)
-        canvas[130:350, 100:320] = drawn_face(220, smile=True)
-        canvas[130:350, 480:700] = drawn_face(220, smile=False)
         image = Path(tmp) / "two drawn faces.png"
-        cv2.imwrite(str(image), canvas)
+        cv2.imwrite(str(image), example_image())
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = subprocess.Popen([sys.executable, "-m", "fercli", "serve", "--port", str(port), "--min-neighbors", "3"],
+        server = subprocess.Popen([sys.executable, "-m", "fercli", "serve", "--port", str(port)],
                                   cwd=DOCS.parent)
         try:
             for _ in range(200):

@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import subprocess
@@ -50,3 +51,13 @@ def test_models_lists_the_shipped_models():
     meta = read_metadata(resolve_model_path(None))
     assert "default" in result.output and f"{meta['val_accuracy']:.2%}" in result.output
     assert "crops/s" in result.output
+
+
+def test_readme_example_finds_both_drawn_faces(tmp_path):
+    result = run("predict", "-p", REPO / "docs" / "example.png", "-o", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    with open(tmp_path / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    assert int(rows[0]["x"]) < 400 < int(rows[1]["x"])  # the left face, then the right one
+    assert (tmp_path / "example.png").is_file()
