@@ -62,6 +62,8 @@ def main():
 @click.option("--label-smoothing", default=0.1, show_default=True, type=click.FloatRange(0, 0.5))
 @click.option("--teacher", default=None, help="Distil from this model (e.g. an ensemble): targets mix labels with its probabilities.")
 @click.option("--distill-weight", default=0.7, show_default=True, type=click.FloatRange(0, 1), help="Share of the teacher's probabilities in the targets.")
+@click.option("--ema", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Keep an exponential moving average of the weights with this momentum (e.g. 0.999); validate and save it. 0: off.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out", default="models/model.keras", show_default=True, type=click.Path(dir_okay=False), help="Where to write the model.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint next to --out (after a kill).")

@@ -41,6 +41,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     teacher: str | None = None
     distill_weight: float = 0.7
+    ema: float = 0.0
 
 
 def class_weights(counts: np.ndarray, mode: str) -> np.ndarray:
@@ -102,7 +103,8 @@ def _compile(model, cfg: TrainConfig, steps_per_epoch: int):
         initial_learning_rate=cfg.lr * 0.1 if warmup else cfg.lr, decay_steps=total - warmup, alpha=0.01,
         warmup_target=cfg.lr if warmup else None, warmup_steps=warmup)
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay),
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay,
+                                         use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=["accuracy"],
     )
@@ -225,6 +227,12 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
     train_ds, val_ds = _datasets(train, val, cfg, weights, teacher)
     callbacks = [_progress_callback(cfg.epochs, steps),
                  _checkpoint_callback(cfg, out, ckpt_dir, state, metadata, val is not None)]
+    if cfg.ema:
+        # Validation and the saved models use the moving average of the weights;
+        # the swap back to the raw weights happens at the next epoch's start.
+        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+        swap._ema_weights_in_model = state["epoch"] > 0  # a checkpoint holds the averaged weights
+        callbacks.insert(0, swap)
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epoch"],
               callbacks=callbacks, verbose=0)
     return state

@@ -195,3 +195,25 @@ def test_distillation_from_a_teacher(tiny_model, fer_sample, tmp_path):
     write_image(ck / "happy" / "1.png", np.zeros((48, 48), np.uint8))
     result = run("train", ck, "--epochs", 1, "--val-split", 0, "--teacher", tiny_model, "--out", tmp_path / "x.keras")
     assert result.exit_code == 2 and "teacher" in result.stderr
+
+
+@requires_fer2013
+def test_ema_saves_the_moving_average_of_the_weights(fer_sample, tmp_path):
+    """With a momentum near 1 the average barely leaves its start (the weights
+    after the first step), while the raw weights travel far at a high lr."""
+    import keras
+
+    from fercli.model import build_model, load_keras_model
+    moved = {}
+    for ema in (0, 0.999999):
+        out = tmp_path / f"ema{ema}.keras"
+        result = run("train", fer_sample, "--arch", "vgg-small", "--epochs", 1, "--batch-size", 32, "--lr", 0.05,
+                     "--ema", ema, "--out", out)
+        assert result.exit_code == 0, result.output + result.stderr
+        keras.utils.set_random_seed(0)  # train's default seed: the same initial weights
+        start = build_model("vgg-small", 7, 48)
+        saved = load_keras_model(out)
+        moved[ema] = max(float(np.abs(a - b).max()) for a, b in zip(start.get_weights(), saved.get_weights())
+                         if a.ndim > 1)  # kernels only (batch-norm statistics are not averaged)
+    assert read_metadata(tmp_path / "ema0.999999.keras")["config"]["ema"] == 0.999999
+    assert moved[0.999999] < 0.2 * moved[0], moved
