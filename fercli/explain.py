@@ -11,12 +11,21 @@ from fercli.errors import UserError
 
 
 def _last_conv(model):
-    """(the model holding it, last Conv2D layer), searching nested models (ensemble members) too."""
+    """(the model holding it, the last Conv2D layer's rectified output layer),
+    searching nested models (ensemble members) too. Grad-CAM wants the feature
+    map after batch norm and ReLU: the raw convolution can be negative wherever
+    the face is, which leaves an empty map."""
     import keras
 
-    for layer in reversed(model.layers):
+    layers = model.layers
+    for index in range(len(layers) - 1, -1, -1):
+        layer = layers[index]
         if isinstance(layer, keras.layers.Conv2D):
-            return model, layer
+            following = index + 1
+            while following < len(layers) and isinstance(
+                    layers[following], (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU)):
+                following += 1
+            return model, layers[following - 1]
         if isinstance(layer, keras.Model):
             found = _last_conv(layer)
             if found:
@@ -31,10 +40,10 @@ class Explainer:
         found = _last_conv(emotion_model.keras_model)
         if found is None:
             raise UserError(f"model {emotion_model.name} has no convolutional layer to explain.")
-        owner, conv = found
+        owner, features = found
         self.model = emotion_model
-        self.grad_model = keras.Model(owner.inputs, [conv.output, owner.output])
-        self.layer_name = conv.name
+        self.grad_model = keras.Model(owner.inputs, [features.output, owner.output])
+        self.layer_name = features.name
 
     def heatmaps(self, crops: np.ndarray, class_indices: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S) crops -> float32 (N, S, S) maps in 0..1 for the given classes."""

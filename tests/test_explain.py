@@ -1,9 +1,10 @@
+import cv2
 import numpy as np
 import pytest
 
 from fercli.explain import Explainer
 from fercli.model import EmotionModel, save_model
-from tests.conftest import run, scene_with_faces, write_image
+from tests.conftest import REPO, run, scene_with_faces, write_image
 
 
 def square_image(rng, top: bool | None) -> np.ndarray:
@@ -68,3 +69,19 @@ def test_model_without_convolutions_is_a_clear_error(tmp_path):
     write_image(tmp_path / "a.png", np.zeros((60, 60, 3), np.uint8))
     result = run("explain", "-p", tmp_path / "a.png", "--model", tmp_path / "dense.keras", "-o", tmp_path / "out")
     assert result.exit_code == 2 and "no convolutional layer" in result.stderr
+
+
+def test_shipped_models_give_maps_with_a_peak():
+    """Real faces through the shipped models: a map that is empty or flat explains nothing."""
+    from fercli.data import to_gray
+    from fercli.pipeline import Analyzer
+
+    image = cv2.imread(str(REPO / "docs" / "example.png"))
+    for name in ("default", "accurate"):
+        analyzer = Analyzer(name)
+        faces = analyzer.analyze(image)
+        assert len(faces) == 2
+        crops = analyzer.crops(to_gray(image), [f.box for f in faces])
+        maps = Explainer(analyzer.model).heatmaps(crops, np.array([analyzer.classes.index(f.emotion) for f in faces]))
+        for heat in maps:
+            assert heat.max() > 0.9 and heat.std() > 0.1 and np.mean(heat > 0.5) < 0.6
