@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,20 +22,13 @@ SETTINGS = [(1.1, 5), (1.1, 4), (1.1, 3), (1.05, 4), (1.05, 3)]  # (scale factor
 
 
 def scenes(count: int, seed: int = 1):
-    from tests.conftest import FER2013, textured_background
+    from tests.conftest import FER2013, scene_with_faces
 
     paths = sorted(p for c in (FER2013 / "val").iterdir() for p in c.iterdir())
     rng = np.random.default_rng(seed)
     for s in range(count):
         n, side = 1 + s % 4, int(rng.integers(120, 260))
-        canvas, boxes = textured_background(720, 1280, seed=1000 + s), []
-        for i in range(n):
-            face = cv2.resize(cv2.imread(str(paths[rng.integers(len(paths))])), (side, side), interpolation=cv2.INTER_CUBIC)
-            x = 30 + i * (1280 - side - 60) // (n - 1) if n > 1 else int(rng.integers(30, 1280 - side - 30))
-            y = int(rng.integers(20, 720 - side - 20))
-            canvas[y:y + side, x:x + side] = face
-            boxes.append((x, y, side, side))
-        yield canvas, boxes
+        yield scene_with_faces(n, face_side=side, seed=1000 + s, faces=[paths[i] for i in rng.integers(len(paths), size=n)])
 
 
 def main():

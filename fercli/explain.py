@@ -10,7 +10,7 @@ import numpy as np
 from fercli.errors import UserError
 
 
-def _last_conv(model):
+def _last_conv_features(model):
     """(the model holding it, the last Conv2D layer's rectified output layer),
     searching nested models (ensemble members) too. Grad-CAM wants the feature
     map after batch norm and ReLU: the raw convolution can be negative wherever
@@ -27,7 +27,7 @@ def _last_conv(model):
                 following += 1
             return model, layers[following - 1]
         if isinstance(layer, keras.Model):
-            found = _last_conv(layer)
+            found = _last_conv_features(layer)
             if found:
                 return found
     return None
@@ -37,7 +37,7 @@ class Explainer:
     def __init__(self, emotion_model):
         import keras
 
-        found = _last_conv(emotion_model.keras_model)
+        found = _last_conv_features(emotion_model.keras_model)
         if found is None:
             raise UserError(f"model {emotion_model.name} has no convolutional layer to explain.")
         owner, features = found

@@ -137,9 +137,9 @@ def read_metadata(path: str | os.PathLike) -> dict:
 class EmotionModel:
     """A loaded model: metadata plus a compiled forward pass on uint8 face crops.
 
-    precision None picks bfloat16 where the CPU computes it natively (1.4x the
-    crops/s of float32 at batch 64 here, accuracy within 0.1 point; see
-    benchmarks/), else float32. Batches under 4 crops always run in float32.
+    precision None: `default_precision()` (bfloat16 where the CPU computes it
+    natively: 1.4x the crops/s of float32 at batch 64 here, PublicTest within
+    0.2 point; benchmarks/bench_models.py). Batches under 4 crops always run in float32.
     `keras_model` stays float32 (training, Grad-CAM)."""
 
     def __init__(self, name_or_path=None, precision: str | None = None):
@@ -149,7 +149,7 @@ class EmotionModel:
         self.input_size: int = int(self.metadata["input_size"])
         self.keras_model = load_keras_model(self.path)
         tf = tensorflow()
-        self.precision = precision or ("bfloat16" if cpu_has_bf16() else "float32")
+        self.precision = check_precision(precision) if precision else default_precision()
         signature = [tf.TensorSpec((None, self.input_size, self.input_size, 1), tf.float32)]
 
         def compiled(network):
@@ -187,16 +187,25 @@ def load_keras_model(path):
         raise UserError(f"{path} could not be loaded as a model ({type(exc).__name__}).") from None
 
 
-def cpu_has_bf16() -> bool:
-    """True where the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX);
-    elsewhere bfloat16 is emulated and slower than float32."""
-    if os.environ.get("FERCLI_PRECISION") in ("float32", "bfloat16"):
-        return os.environ["FERCLI_PRECISION"] == "bfloat16"
+PRECISIONS = ("float32", "bfloat16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose float32 or bfloat16.")
+    return precision
+
+
+def default_precision() -> str:
+    """$FERCLI_PRECISION if set; else bfloat16 where the CPU has native bfloat16
+    arithmetic (AVX512-BF16 or AMX), float32 elsewhere (emulated bfloat16 is slower)."""
+    if os.environ.get("FERCLI_PRECISION"):
+        return check_precision(os.environ["FERCLI_PRECISION"])
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return "float32"
+    return "bfloat16" if "avx512_bf16" in flags or "amx_bf16" in flags else "float32"
 
 
 def bfloat16_copy(model):

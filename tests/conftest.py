@@ -112,13 +112,14 @@ def findable_faces(n: int, face_side: int = 200) -> list[Path]:
     return _findable[:n]
 
 
-def scene_with_faces(n_faces: int = 2, size=(720, 1280), face_side: int = 200, seed: int = 0):
-    """A textured canvas with n real FER-2013 faces pasted on it, spread out;
-    returns (BGR image, list of true boxes x, y, w, h)."""
+def scene_with_faces(n_faces: int = 2, size=(720, 1280), face_side: int = 200, seed: int = 0,
+                     faces: list[Path] | None = None):
+    """A textured canvas with n real FER-2013 faces (`faces`, else the first
+    findable ones) pasted on it, spread out; returns (BGR image, true boxes x, y, w, h)."""
     height, width = size
     canvas = textured_background(height, width, seed)
     boxes = []
-    for i, path in enumerate(findable_faces(n_faces, face_side)):
+    for i, path in enumerate(faces or findable_faces(n_faces, face_side)):
         face = cv2.resize(cv2.imread(str(path)), (face_side, face_side), interpolation=cv2.INTER_CUBIC)
         x = 30 + i * (width - face_side - 60) // max(n_faces - 1, 1)
         y = (height - face_side) // 2 + (height // 6 if i % 2 else -height // 6)
