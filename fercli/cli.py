@@ -64,6 +64,7 @@ def main():
 @click.option("--distill-weight", default=0.7, show_default=True, type=click.FloatRange(0, 1), help="Share of the teacher's probabilities in the targets.")
 @click.option("--ema", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Keep an exponential moving average of the weights with this momentum (e.g. 0.999); validate and save it. 0: off.")
+@click.option("--init", default=None, help="Start from this model's weights (shipped name or file) with a fresh schedule: fine-tuning or a warm restart; its architecture replaces --arch.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out", default="models/model.keras", show_default=True, type=click.Path(dir_okay=False), help="Where to write the model.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint next to --out (after a kill).")
@@ -299,20 +300,22 @@ def show_video_summary(done, output: Path) -> None:
 @main.command()
 @click.argument("models", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the combined model.")
-@click.option("--no-flip", is_flag=True, help="No mirror-image test-time augmentation.")
+@click.option("--tta", type=click.Choice(["none", "flip", "flip-zoom"]), default="flip", show_default=True,
+              help="Test-time views each model sees: the image; + its mirror image; + both with the centre enlarged 1.1x.")
 @click.option("--val", "val_data", default=None, type=click.Path(), help="Labelled data to measure (and record) the ensemble's accuracy on, e.g. fer2013/val.")
-def ensemble(models, out, no_flip, val_data):
-    """Combine models (and mirror-image test-time augmentation) into one model
-    file that averages their probabilities; usable with --model everywhere.
+def ensemble(models, out, tta, val_data):
+    """Combine models (and test-time augmentation) into one model file that
+    averages their probabilities; usable with --model everywhere.
 
     \b
     Example:  fercli ensemble a.keras b.keras --out models/accurate.keras --val ../shared/data/fer2013/val
     """
     from fercli.evaluate import evaluate
-    from fercli.model import make_ensemble, update_metadata
+    from fercli.model import TTA_VIEWS, make_ensemble, update_metadata
 
-    model = make_ensemble(list(models), out, flip=not no_flip)
-    click.echo(f"saved {out}: {len(models)} model(s){'' if no_flip else ' x 2 (mirror TTA)'}, {model.metadata['parameters']:,} parameters")
+    model = make_ensemble(list(models), out, tta=tta)
+    click.echo(f"saved {out}: {len(models)} model(s) x {len(TTA_VIEWS[tta])} view(s) ({', '.join(TTA_VIEWS[tta])}), "
+               f"{model.metadata['parameters']:,} parameters")
     if val_data:
         result, _ = evaluate(val_data, out, warn=warn)
         update_metadata(out, val_accuracy=result["accuracy"], val_data=result["data"])

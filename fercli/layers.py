@@ -9,3 +9,23 @@ class FlipHorizontal(keras.layers.Layer):
 
     def call(self, images):
         return keras.ops.flip(images, axis=2)
+
+
+@keras.saving.register_keras_serializable(package="fercli")
+class CenterZoom(keras.layers.Layer):
+    """Enlarge the centre of square images by `factor` (crop, resize back):
+    a test-time view close to the scale jitter seen in training."""
+
+    def __init__(self, factor=1.1, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = float(factor)
+
+    def call(self, images):
+        size = images.shape[1]
+        crop = int(round(size / self.factor))
+        start = (size - crop) // 2
+        centre = images[:, start:start + crop, start:start + crop, :]
+        return keras.ops.image.resize(centre, (size, size), interpolation="bilinear")
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}

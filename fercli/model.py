@@ -52,22 +52,29 @@ def build_vgg(num_classes: int, size: int, widths=(32, 64, 128, 256), dropout=0.
     return keras.Model(inputs, outputs, name="fercli_vgg")
 
 
-def build_average(members, size: int, flip: bool = True, name: str = "fercli_ensemble"):
-    """One model averaging the probabilities of `members` (each on the image and,
-    with `flip`, on its mirror image): ensembling and test-time augmentation in
-    a single file that every command loads like any other model."""
+TTA_VIEWS = {"none": ("image",), "flip": ("image", "mirror"), "flip-zoom": ("image", "mirror", "zoom", "zoom+mirror")}
+
+
+def build_average(members, size: int, tta: str = "flip", name: str = "fercli_ensemble"):
+    """One model averaging the probabilities of `members`, each on the test-time
+    views `TTA_VIEWS[tta]` (the image, its mirror image, its centre enlarged 1.1x):
+    ensembling and test-time augmentation in a single file that every command
+    loads like any other model."""
     import keras
 
-    from fercli.layers import FlipHorizontal
+    from fercli.layers import CenterZoom, FlipHorizontal
 
     inputs = keras.Input((size, size, 1), name="face")
-    mirrored = FlipHorizontal(name="mirror")(inputs) if flip else None
+    views = {"image": inputs}
+    if "mirror" in TTA_VIEWS[tta]:
+        views["mirror"] = FlipHorizontal(name="mirror")(inputs)
+    if "zoom" in TTA_VIEWS[tta]:
+        views["zoom"] = CenterZoom(1.1, name="zoom")(inputs)
+        views["zoom+mirror"] = FlipHorizontal(name="zoom_mirror")(views["zoom"])
     outputs = []
     for i, member in enumerate(members):
         member = keras.Model(member.input, member.output, name=f"member{i + 1}")
-        outputs.append(member(inputs))
-        if flip:
-            outputs.append(member(mirrored))
+        outputs += [member(views[view]) for view in TTA_VIEWS[tta]]
     averaged = keras.layers.Average(name="probabilities")(outputs) if len(outputs) > 1 else outputs[0]
     return keras.Model(inputs, averaged, name=name)
 
@@ -241,9 +248,9 @@ def measure_crops_per_s(model: "EmotionModel", batch: int = 64, seconds: float =
     return done / (time.perf_counter() - start)
 
 
-def make_ensemble(paths: list[str], out: str | os.PathLike, flip: bool = True) -> "EmotionModel":
-    """Average several models (same classes and input size) with optional
-    mirror TTA into one model file; returns it loaded."""
+def make_ensemble(paths: list[str], out: str | os.PathLike, tta: str = "flip") -> "EmotionModel":
+    """Average several models (same classes and input size), each on the
+    test-time views of `tta`, into one model file; returns it loaded."""
     from fercli import __version__
 
     members = [EmotionModel(p) for p in paths]
@@ -251,10 +258,12 @@ def make_ensemble(paths: list[str], out: str | os.PathLike, flip: bool = True) -
     for member in members[1:]:
         if member.classes != first.classes or member.input_size != first.input_size:
             raise UserError(f"{member.path} has other classes or input size than {first.path}; cannot ensemble them.")
-    averaged = build_average([m.keras_model for m in members], first.input_size, flip=flip)
+    if tta not in TTA_VIEWS:
+        raise UserError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_VIEWS)}.")
+    averaged = build_average([m.keras_model for m in members], first.input_size, tta=tta)
     metadata = dict(first.metadata, arch="ensemble", fercli_version=__version__, val_accuracy=None,
                     parameters=int(averaged.count_params()),
-                    ensemble={"members": [str(m.path) for m in members], "mirror_tta": flip,
+                    ensemble={"members": [str(m.path) for m in members], "tta": list(TTA_VIEWS[tta]),
                               "member_val_accuracy": [m.metadata.get("val_accuracy") for m in members]})
     save_model(averaged, out, metadata)
     return EmotionModel(out)

@@ -42,6 +42,7 @@ class TrainConfig:
     teacher: str | None = None
     distill_weight: float = 0.7
     ema: float = 0.0
+    init: str | None = None
 
 
 def class_weights(counts: np.ndarray, mode: str) -> np.ndarray:
@@ -175,6 +176,20 @@ def _checkpoint_callback(cfg, out: Path, ckpt_dir: Path, state: dict, metadata: 
     return Checkpoint()
 
 
+def _initial_model(train: Dataset, cfg: TrainConfig):
+    """The --init model's network (uncompiled), checked against the data."""
+    from fercli.model import load_keras_model, read_metadata, resolve_model_path
+
+    path = resolve_model_path(cfg.init)
+    start = read_metadata(path)
+    if start["classes"] != train.classes or int(start["input_size"]) != cfg.img_size:
+        raise UserError(f"--init {cfg.init} has classes {', '.join(start['classes'])} at {start['input_size']} px; "
+                        f"the data has {', '.join(train.classes)} at {cfg.img_size} px.")
+    if start.get("arch") == "ensemble":
+        raise UserError(f"--init {cfg.init} is an ensemble; start from a single network (or distil it with --teacher).")
+    return load_keras_model(path)
+
+
 def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, resume: bool,
               split_note: str, echo=print) -> dict:
     """Train one model; returns the final state (history, best accuracy, epochs)."""
@@ -187,12 +202,19 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
     state_file = ckpt_dir / "state.json"
     steps = int(np.ceil(len(train) / cfg.batch_size))
     weights = class_weights(train.counts(), cfg.class_weight)
+    init = None
+    if cfg.init:
+        from fercli.model import read_metadata, resolve_model_path
+
+        start = read_metadata(resolve_model_path(cfg.init))
+        cfg.arch = start.get("arch", cfg.arch)
+        init = {"model": cfg.init, "val_accuracy": start.get("val_accuracy"), "epochs_trained": start.get("epochs_trained")}
     metadata = {
         "fercli_version": __version__, "classes": train.classes, "input_size": cfg.img_size, "channels": 1,
         "preprocessing": PREPROCESSING, "arch": cfg.arch, "data": train.source, "split": split_note,
         "train_images": len(train), "val_images": len(val) if val is not None else 0,
         "config": asdict(cfg), "class_weights": [round(float(w), 4) for w in weights],
-        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "init": init,
     }
     if resume and state_file.is_file() and (ckpt_dir / "last.keras").is_file():
         state = json.loads(state_file.read_text())
@@ -205,7 +227,7 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
             echo(f"no checkpoint in {ckpt_dir}; starting from scratch")
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         keras.utils.set_random_seed(cfg.seed)
-        model = build_model(cfg.arch, len(train.classes), cfg.img_size)
+        model = _initial_model(train, cfg) if cfg.init else build_model(cfg.arch, len(train.classes), cfg.img_size)
         _compile(model, cfg, steps)
         state = {"epoch": 0, "history": {}, "classes": train.classes, "config": asdict(cfg)}
     metadata["parameters"] = int(model.count_params())

@@ -179,8 +179,48 @@ def test_ensemble_averages_members_and_mirror_images(tiny_model, fer_sample, tmp
     combined = EmotionModel(tmp_path / "ens.keras")
     np.testing.assert_allclose(combined.predict(data.images), (member + mirrored) / 2, atol=1e-5)
     meta = combined.metadata
-    assert meta["ensemble"]["mirror_tta"] and len(meta["ensemble"]["members"]) == 2
+    assert meta["ensemble"]["tta"] == ["image", "mirror"] and len(meta["ensemble"]["members"]) == 2
     assert meta["val_accuracy"] == pytest.approx(float(np.mean(((member + mirrored) / 2).argmax(1) == data.labels)))
+
+
+@requires_fer2013
+def test_zoom_test_time_views(tiny_model, fer_sample, tmp_path):
+    """flip-zoom averages the image, its mirror and both with the centre 44 px
+    enlarged back to 48 px."""
+    import tensorflow as tf
+
+    result = run("ensemble", tiny_model, "--tta", "flip-zoom", "--out", tmp_path / "tta.keras")
+    assert result.exit_code == 0, result.output + result.stderr
+    from fercli.data import read_class_folders
+    images = read_class_folders(fer_sample / "val").images[:16]
+    zoomed = tf.image.resize(images[:, 2:46, 2:46, None].astype(np.float32), (48, 48)).numpy()[..., 0]
+    member = EmotionModel(tiny_model, precision="float32")
+    views = [images, images[:, :, ::-1], zoomed, zoomed[:, :, ::-1]]
+    expected = np.mean([member.predict(np.ascontiguousarray(v)) for v in views], axis=0)
+    combined = EmotionModel(tmp_path / "tta.keras", precision="float32")
+    np.testing.assert_allclose(combined.predict(images), expected, atol=1e-4)
+    assert combined.metadata["ensemble"]["tta"] == ["image", "mirror", "zoom", "zoom+mirror"]
+
+
+@requires_fer2013
+def test_init_continues_from_a_models_weights(tiny_model, fer_sample, tmp_path):
+    """--init takes the network and weights of a model (its arch over --arch):
+    with a tiny learning rate the result stays next to the start."""
+    out = tmp_path / "restart.keras"
+    result = run("train", fer_sample, "--init", tiny_model, "--arch", "vgg-small", "--epochs", 1, "--batch-size", 32,
+                 "--lr", 1e-9, "--weight-decay", 0, "--out", out)
+    assert result.exit_code == 0, result.output + result.stderr
+    meta = read_metadata(out)
+    assert meta["arch"] == "vgg" and meta["init"]["model"] == str(tiny_model)
+    from fercli.model import load_keras_model
+    kernels = lambda path: [w for w in load_keras_model(path).get_weights() if w.ndim > 1]
+    for before, after in zip(kernels(tiny_model), kernels(out)):
+        np.testing.assert_allclose(before, after, atol=1e-5)
+    ck = tmp_path / "ck"
+    write_image(ck / "contempt" / "1.png", np.zeros((48, 48), np.uint8))
+    write_image(ck / "happy" / "1.png", np.zeros((48, 48), np.uint8))
+    result = run("train", ck, "--epochs", 1, "--val-split", 0, "--init", tiny_model, "--out", tmp_path / "x.keras")
+    assert result.exit_code == 2 and "--init" in result.stderr
 
 
 @requires_fer2013
