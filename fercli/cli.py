@@ -95,7 +95,8 @@ def train(data, out, resume, **options):
 @click.option("--split", default=None, help="Which split to score (fer2013.csv: PrivateTest by default, else PublicTest).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the scores as JSON here.")
 @click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for the confusion matrix CSV and PNG.")
-def eval_command(data, model_name, split, json_path, output):
+@click.option("--record", is_flag=True, help="Store the accuracy in the model file (per inference precision), for `fercli models`.")
+def eval_command(data, model_name, split, json_path, output, record):
     """Score a model on labelled DATA: accuracy, per-class table, confusion matrix.
 
     \b
@@ -109,6 +110,11 @@ def eval_command(data, model_name, split, json_path, output):
     if json_path:
         write_json(result, Path(json_path))
         written.append(Path(json_path))
+    if record:
+        from fercli.model import record_accuracy
+
+        record_accuracy(model.path, result, model.precision)
+        written.append(model.path)
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
@@ -311,14 +317,14 @@ def ensemble(models, out, tta, val_data):
     Example:  fercli ensemble a.keras b.keras --out models/accurate.keras --val ../shared/data/fer2013/val
     """
     from fercli.evaluate import evaluate
-    from fercli.model import TTA_VIEWS, make_ensemble, update_metadata
+    from fercli.model import TTA_VIEWS, make_ensemble, record_accuracy
 
     model = make_ensemble(list(models), out, tta=tta)
     click.echo(f"saved {out}: {len(models)} model(s) x {len(TTA_VIEWS[tta])} view(s) ({', '.join(TTA_VIEWS[tta])}), "
                f"{model.metadata['parameters']:,} parameters")
     if val_data:
-        result, _ = evaluate(val_data, out, warn=warn)
-        update_metadata(out, val_accuracy=result["accuracy"], val_data=result["data"])
+        result, model = evaluate(val_data, out, warn=warn)
+        record_accuracy(out, result, model.precision)
         click.echo(f"accuracy on {result['data']}: {result['accuracy']:.2%} (n={result['n']})")
 
 
@@ -353,18 +359,19 @@ def models_command(no_measure):
     """
     from rich.table import Table
 
-    from fercli.model import EmotionModel, measure_crops_per_s, read_metadata, shipped_models
+    from fercli.model import EmotionModel, default_precision, measure_crops_per_s, read_metadata, recorded_accuracy, shipped_models
 
-    table = Table(title="shipped models (use with --model NAME)")
-    for column in ("name", "classes", "val accuracy", "crops/s", "params", "arch", "trained on"):
-        table.add_column(column, justify="right" if column in ("val accuracy", "crops/s", "params") else "left")
+    precision = default_precision()
+    table = Table(title="shipped models (use with --model NAME)",
+                  caption=f"accuracy: measured with `fercli eval` on the data named, {precision} inference as on this machine")
+    for column in ("name", "accuracy", "on data", "crops/s", "params", "arch", "classes"):
+        table.add_column(column, justify="right" if column in ("accuracy", "crops/s", "params") else "left")
     for path in shipped_models():
         meta = read_metadata(path)
-        speed = "" if no_measure else f"{measure_crops_per_s(EmotionModel(path)):,.0f}"
-        accuracy = meta.get("val_accuracy")
-        table.add_row(path.stem, " ".join(meta["classes"]), f"{accuracy:.2%}" if accuracy is not None else "-", speed,
-                      f"{meta.get('parameters', 0) / 1e6:.2f}M", meta.get("arch", ""),
-                      "/".join(Path(meta.get("data", "")).parts[-2:]))
+        speed = "" if no_measure else f"{measure_crops_per_s(EmotionModel(path, precision)):,.0f}"
+        accuracy, data = recorded_accuracy(meta, precision)
+        table.add_row(path.stem, f"{accuracy:.2%}" if accuracy is not None else "-", "/".join(Path(data).parts[-2:]), speed,
+                      f"{meta.get('parameters', 0) / 1e6:.2f}M", meta.get("arch", ""), " ".join(meta["classes"]))
     console().print(table)
 
 

@@ -280,3 +280,25 @@ def update_metadata(path: str | os.PathLike, **changes) -> None:
                 target.writestr(item, source.read(item.filename))
         target.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2))
     os.replace(temp, path)
+
+
+def record_accuracy(path: str | os.PathLike, result: dict, precision: str) -> None:
+    """Store an `evaluate` result's accuracy in the model's metadata, per
+    inference precision (bfloat16 and float32 differ by a few tenths of a point)."""
+    metadata = read_metadata(path)
+    measured = dict(metadata.get("measured", {}))
+    measured[precision] = {"accuracy": result["accuracy"], "data": result["data"], "n": result["n"]}
+    changes = {"measured": measured}
+    if metadata.get("val_accuracy") is None:  # an ensemble: no validation during training
+        changes.update(val_accuracy=result["accuracy"], val_data=result["data"])
+    update_metadata(path, **changes)
+
+
+def recorded_accuracy(metadata: dict, precision: str) -> tuple[float | None, str]:
+    """(accuracy, data) recorded for `precision`, else for another precision,
+    else the validation accuracy from training."""
+    measured = metadata.get("measured", {})
+    entry = measured.get(precision) or next(iter(measured.values()), None)
+    if entry:
+        return entry["accuracy"], entry["data"]
+    return metadata.get("val_accuracy"), metadata.get("val_data") or metadata.get("data", "")

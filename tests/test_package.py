@@ -45,11 +45,11 @@ def test_installed_package_finds_model_and_cascades(tmp_path):
 
 
 def test_models_lists_the_shipped_models():
-    from fercli.model import read_metadata, resolve_model_path
+    from fercli.model import default_precision, read_metadata, recorded_accuracy, resolve_model_path
     result = run("models")
     assert result.exit_code == 0, result.stderr
-    meta = read_metadata(resolve_model_path(None))
-    assert "default" in result.output and f"{meta['val_accuracy']:.2%}" in result.output
+    accuracy, _ = recorded_accuracy(read_metadata(resolve_model_path(None)), default_precision())
+    assert "default" in result.output and f"{accuracy:.2%}" in result.output
     assert "crops/s" in result.output
 
 

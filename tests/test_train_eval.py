@@ -55,6 +55,24 @@ def test_eval_json_matches_the_model(tiny_model, fer_sample, tmp_path):
 
 
 @requires_fer2013
+def test_eval_record_stores_the_accuracy_per_precision(tiny_model, fer_sample, tmp_path, monkeypatch):
+    import shutil
+
+    from fercli.model import recorded_accuracy
+    model = shutil.copy(tiny_model, tmp_path / "m.keras")
+    measured = {}
+    for precision in ("float32", "bfloat16"):
+        monkeypatch.setenv("FERCLI_PRECISION", precision)
+        result = run("eval", fer_sample / "val", "--model", model, "--json", tmp_path / "r.json", "-o", tmp_path, "--record")
+        assert result.exit_code == 0, result.output + result.stderr
+        measured[precision] = json.loads((tmp_path / "r.json").read_text())["accuracy"]
+    meta = read_metadata(model)
+    for precision, accuracy in measured.items():
+        assert recorded_accuracy(meta, precision) == (accuracy, str(fer_sample / "val"))
+    assert meta["val_accuracy"] == read_metadata(tiny_model)["val_accuracy"]  # training's figure stays
+
+
+@requires_fer2013
 def test_resume_after_kill(fer_sample, tmp_path):
     """A training killed after its first epoch continues from there with --resume."""
     out = tmp_path / "m.keras"
