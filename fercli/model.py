@@ -301,4 +301,4 @@ def recorded_accuracy(metadata: dict, precision: str) -> tuple[float | None, str
     entry = measured.get(precision) or next(iter(measured.values()), None)
     if entry:
         return entry["accuracy"], entry["data"]
-    return metadata.get("val_accuracy"), metadata.get("val_data") or metadata.get("data", "")
+    return metadata.get("val_accuracy"), metadata.get("val_data") or "validation split"
