@@ -60,7 +60,7 @@ def main():
 @click.option("--class-weight", type=click.Choice(["sqrt", "balanced", "none"]), default="sqrt", show_default=True,
               help="Loss weight per class against imbalance: 1/sqrt(count), 1/count, or none.")
 @click.option("--label-smoothing", default=0.1, show_default=True, type=click.FloatRange(0, 0.5))
-@click.option("--teacher", default=None, help="Distil from this model (e.g. an ensemble): targets mix labels with its probabilities.")
+@click.option("--teacher", default=None, help="Distil from this model (shipped name or file, e.g. an ensemble): targets mix labels with its probabilities.")
 @click.option("--distill-weight", default=0.7, show_default=True, type=click.FloatRange(0, 1), help="Share of the teacher's probabilities in the targets.")
 @click.option("--ema", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Keep an exponential moving average of the weights with this momentum (e.g. 0.999); validate and save it. 0: off.")
@@ -366,13 +366,18 @@ def models_command(no_measure):
                   caption=f"accuracy: measured with `fercli eval` on the data named, {precision} inference as on this machine")
     for column in ("name", "accuracy", "on data", "crops/s", "params", "arch", "classes"):
         table.add_column(column, justify="right" if column in ("accuracy", "crops/s", "params") else "left")
+    class_sets: dict[tuple, list[str]] = {}  # class lists below the table: too wide for a column
     for path in shipped_models():
         meta = read_metadata(path)
         speed = "" if no_measure else f"{measure_crops_per_s(EmotionModel(path, precision)):,.0f}"
         accuracy, data = recorded_accuracy(meta, precision)
         table.add_row(path.stem, f"{accuracy:.2%}" if accuracy is not None else "-", "/".join(Path(data).parts[-2:]), speed,
-                      f"{meta.get('parameters', 0) / 1e6:.2f}M", meta.get("arch", ""), " ".join(meta["classes"]))
-    console().print(table)
+                      f"{meta.get('parameters', 0) / 1e6:.2f}M", meta.get("arch", ""), str(len(meta["classes"])))
+        class_sets.setdefault(tuple(meta["classes"]), []).append(path.stem)
+    out = console()
+    out.print(table)
+    for classes, names in class_sets.items():
+        out.print(f"classes of {', '.join(names)}: {', '.join(classes)}", soft_wrap=True)
 
 
 def show_scores(result: dict, model_name: str) -> None:

@@ -248,6 +248,10 @@ def measure_crops_per_s(model: "EmotionModel", batch: int = 64, seconds: float =
     return done / (time.perf_counter() - start)
 
 
+ENSEMBLE_SHARED_KEYS = ("classes", "input_size", "channels", "preprocessing", "data", "split", "train_images", "val_images")
+ENSEMBLE_MEMBER_KEYS = ("arch", "parameters", "val_accuracy", "epochs_trained", "best_epoch", "train_wall_s", "config")
+
+
 def make_ensemble(paths: list[str], out: str | os.PathLike, tta: str = "flip") -> "EmotionModel":
     """Average several models (same classes and input size), each on the
     test-time views of `tta`, into one model file; returns it loaded."""
@@ -261,10 +265,13 @@ def make_ensemble(paths: list[str], out: str | os.PathLike, tta: str = "flip") -
     if tta not in TTA_VIEWS:
         raise UserError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_VIEWS)}.")
     averaged = build_average([m.keras_model for m in members], first.input_size, tta=tta)
-    metadata = dict(first.metadata, arch="ensemble", fercli_version=__version__, val_accuracy=None,
+    # The data description is shared; training records stay with each member.
+    metadata = {key: first.metadata[key] for key in ENSEMBLE_SHARED_KEYS if key in first.metadata}
+    metadata.update(arch="ensemble", fercli_version=__version__, val_accuracy=None,
                     parameters=int(averaged.count_params()),
-                    ensemble={"members": [str(m.path) for m in members], "tta": list(TTA_VIEWS[tta]),
-                              "member_val_accuracy": [m.metadata.get("val_accuracy") for m in members]})
+                    ensemble={"tta": list(TTA_VIEWS[tta]), "members": [
+                        {"model": str(m.path), **{key: m.metadata.get(key) for key in ENSEMBLE_MEMBER_KEYS}}
+                        for m in members]})
     save_model(averaged, out, metadata)
     return EmotionModel(out)
 

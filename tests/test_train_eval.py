@@ -198,6 +198,9 @@ def test_ensemble_averages_members_and_mirror_images(tiny_model, fer_sample, tmp
     np.testing.assert_allclose(combined.predict(data.images), (member + mirrored) / 2, atol=1e-5)
     meta = combined.metadata
     assert meta["ensemble"]["tta"] == ["image", "mirror"] and len(meta["ensemble"]["members"]) == 2
+    # training records stay with each member instead of the first member's passing as the ensemble's
+    assert "config" not in meta and meta["classes"] == EmotionModel(tiny_model).classes
+    assert meta["ensemble"]["members"][0]["config"] == read_metadata(tiny_model)["config"]
     assert meta["val_accuracy"] == pytest.approx(float(np.mean(((member + mirrored) / 2).argmax(1) == data.labels)))
 
 
