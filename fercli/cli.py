@@ -49,7 +49,7 @@ def main():
 
 @main.command(epilog=EXIT_CODES)
 @click.argument("data", type=click.Path())
-@click.option("--arch", default="vgg", show_default=True, help="Network architecture: vgg, vgg-small, vgg-wide (global average pooling head), vgg-flat, vgg-small-flat (flatten head: keeps feature positions).")
+@click.option("--arch", default="vgg", show_default=True, help="Network architecture: vgg, vgg-small, vgg-wide (global average pooling head), vgg-flat, vgg-small-flat, vgg-wide-flat (flatten head: keeps feature positions).")
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(0, min_open=True), help="Peak learning rate (AdamW, warm-up then cosine decay).")

@@ -85,6 +85,7 @@ ARCHITECTURES = {
     "vgg-wide": lambda n, s: build_vgg(n, s, widths=(48, 96, 192, 384)),
     "vgg-flat": lambda n, s: build_vgg(n, s, head="flatten"),
     "vgg-small-flat": lambda n, s: build_vgg(n, s, widths=(16, 32, 64, 128), dropout=0.3, head="flatten"),
+    "vgg-wide-flat": lambda n, s: build_vgg(n, s, widths=(48, 96, 192, 384), head="flatten"),
 }
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from fercli.evaluate import scores
-from fercli.model import EmotionModel, read_metadata
+from fercli.errors import UserError
+from fercli.model import ARCHITECTURES, EmotionModel, build_model, read_metadata
 from tests.conftest import CKPLUS, FER2013, REPO, copy_sample, requires_ckplus, requires_fer2013, run, write_image
 
 
@@ -24,6 +25,16 @@ def test_scores_on_a_known_case():
     assert result["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
     assert result["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
 
+
+
+def test_every_architecture_maps_faces_to_class_probabilities():
+    faces = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 1)).astype("float32")
+    for arch in ARCHITECTURES:
+        probabilities = build_model(arch, 7, 48).predict(faces, verbose=0)
+        assert probabilities.shape == (3, 7), arch
+        assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4), arch
+    with pytest.raises(UserError, match="unknown architecture 'resnet'"):
+        build_model("resnet", 7, 48)
 
 @requires_fer2013
 def test_train_one_epoch_end_to_end(tiny_model, fer_sample):
