@@ -26,7 +26,6 @@ def test_scores_on_a_known_case():
     assert result["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
 
 
-
 def test_every_architecture_maps_faces_to_class_probabilities():
     faces = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 1)).astype("float32")
     for arch in ARCHITECTURES:
@@ -35,6 +34,7 @@ def test_every_architecture_maps_faces_to_class_probabilities():
         assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4), arch
     with pytest.raises(UserError, match="unknown architecture 'resnet'"):
         build_model("resnet", 7, 48)
+
 
 @requires_fer2013
 def test_train_one_epoch_end_to_end(tiny_model, fer_sample):
