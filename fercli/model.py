@@ -163,8 +163,8 @@ class EmotionModel:
         def compiled(network):
             return tf.function(lambda x: network(x, training=False), input_signature=signature, reduce_retracing=True)
 
-        self._forward_float32 = compiled(self.keras_model)
-        self._forward_bfloat16 = compiled(bfloat16_copy(self.keras_model)) if self.precision == "bfloat16" else None
+        self._forward_float32 = compiled(inference_copy(self.keras_model))
+        self._forward_bfloat16 = compiled(inference_copy(self.keras_model, "bfloat16")) if self.precision == "bfloat16" else None
 
     @property
     def name(self) -> str:
@@ -216,19 +216,66 @@ def default_precision() -> str:
     return "bfloat16" if "avx512_bf16" in flags or "amx_bf16" in flags else "float32"
 
 
-def bfloat16_copy(model):
-    """The same network computing in bfloat16 (weights kept in float32, as Keras'
-    mixed precision does); the output layer stays float32."""
+def _layers_within(model):
+    """Every layer of `model`, nested models' layers included, in clone order."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _layers_within(layer)
+
+
+def _batch_norms_to_fold(model) -> dict:
+    """{id(conv): batch norm} for each batch norm that is the only reader of a
+    Conv2D's output, {id(batch norm): None} for the batch norm itself."""
     import keras
+
+    folds = {}
+    for layer in _layers_within(model):
+        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+            continue
+        source = layer._inbound_nodes[0].parent_nodes
+        conv = source[0].operation if len(source) == 1 else None
+        if (isinstance(conv, keras.layers.Conv2D) and len(conv._outbound_nodes) == 1
+                and layer.axis in (-1, [-1], [3], 3) and layer.center and layer.scale):
+            folds[id(conv)], folds[id(layer)] = layer, None
+    return folds
+
+
+def inference_copy(model, precision: str = "float32"):
+    """The network as `EmotionModel` runs it: each batch norm folded into the
+    convolution before it (the same function in fewer operations: 1.5x the
+    crops/s in bfloat16, 1.1x in float32 here, benchmarks/bench_models.py), and
+    for "bfloat16" computing in bfloat16 with float32 weights, as Keras' mixed
+    precision does; the output layer stays float32."""
+    import keras
+
+    from fercli.layers import FoldedBatchNorm
+
+    folds = _batch_norms_to_fold(model)
 
     def clone(layer):
         config = layer.get_config()
-        if layer.name != "probabilities" and not isinstance(layer, keras.layers.InputLayer):
+        if precision == "bfloat16" and layer.name != "probabilities" and not isinstance(layer, keras.layers.InputLayer):
             config["dtype"] = "mixed_bfloat16"
+        if id(layer) in folds:
+            if folds[id(layer)] is None:
+                return FoldedBatchNorm(name=layer.name, dtype=config["dtype"])
+            config["use_bias"] = True
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    copy.set_weights(model.get_weights())
+    for old, new in zip(_layers_within(model), _layers_within(copy), strict=True):
+        if hasattr(old, "layers") or not old.weights:
+            continue
+        weights = old.get_weights()
+        norm = folds.get(id(old))
+        if norm is not None:
+            gamma, beta, mean, variance = norm.get_weights()
+            scale = gamma / np.sqrt(variance + norm.epsilon)
+            bias = weights[1] if old.use_bias else 0.0
+            weights = [weights[0] * scale, beta + (bias - mean) * scale]
+        if norm is not None or id(old) not in folds:
+            new.set_weights(weights)
     return copy
 
 

@@ -237,13 +237,13 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
         return state
     teacher = None
     if cfg.teacher:
-        from fercli.model import EmotionModel
+        from fercli.model import EmotionModel, inference_copy
 
         teacher_model = EmotionModel(cfg.teacher)
         if teacher_model.classes != train.classes or teacher_model.input_size != cfg.img_size:
             raise UserError(f"teacher {cfg.teacher} has classes {', '.join(teacher_model.classes)} at {teacher_model.input_size} px; "
                             f"the data has {', '.join(train.classes)} at {cfg.img_size} px.")
-        teacher = teacher_model.keras_model
+        teacher = inference_copy(teacher_model.keras_model)
         metadata["teacher"] = {"model": str(teacher_model.path), "val_accuracy": teacher_model.metadata.get("val_accuracy"),
                                "distill_weight": cfg.distill_weight}
     train_ds, val_ds = _datasets(train, val, cfg, weights, teacher)

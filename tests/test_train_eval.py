@@ -117,6 +117,29 @@ def test_shipped_model_classifies_real_val_crops():
     assert accuracy > 0.60, accuracy  # chance is 1/7, the majority class 25%
 
 
+def test_inference_copy_folds_batch_norms_and_computes_the_same(tmp_path):
+    """EmotionModel runs a copy with every batch norm folded into its convolution:
+    fewer operations, the same probabilities, for a single network and for an
+    ensemble (networks nested inside a model, each called on several views)."""
+    import keras
+
+    from fercli.model import build_average, inference_copy
+
+    rng = np.random.default_rng(0)
+    networks = [build_model(arch, 7, 48) for arch in ("vgg-small", "vgg-small-flat")]
+    for network in networks:  # batch norm statistics far from the identity
+        for layer in network.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                n = layer.gamma.shape[0]
+                layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n), rng.uniform(0.2, 3, n)])
+    images = rng.integers(0, 256, (32, 48, 48, 1)).astype(np.float32)
+    for model in [networks[0], build_average(networks, 48, "flip-zoom")]:
+        folded = inference_copy(model)
+        np.testing.assert_allclose(folded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5)
+        norms = [layer for layer in folded._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+        assert norms == [] and folded.count_params() < model.count_params()
+
+
 @requires_fer2013
 def test_bfloat16_inference_agrees_with_float32():
     from fercli.data import read_class_folders
