@@ -146,7 +146,7 @@ class EmotionModel:
     """A loaded model: metadata plus a compiled forward pass on uint8 face crops.
 
     precision None: `default_precision()` (bfloat16 where the CPU computes it
-    natively: 1.4x the crops/s of float32 at batch 64 here, PublicTest within
+    natively: 1.9x the crops/s of float32 at batch 64 here, PublicTest within
     0.2 point; benchmarks/bench_models.py). Batches under 4 crops always run in float32.
     `keras_model` stays float32 (training, Grad-CAM)."""
 
@@ -243,8 +243,8 @@ def _batch_norms_to_fold(model) -> dict:
 
 def inference_copy(model, precision: str = "float32"):
     """The network as `EmotionModel` runs it: each batch norm folded into the
-    convolution before it (the same function in fewer operations: 1.5x the
-    crops/s in bfloat16, 1.1x in float32 here, benchmarks/bench_models.py), and
+    convolution before it (the same function in fewer operations: 1.6x the
+    crops/s in bfloat16, 1.15x in float32 here, benchmarks/bench_models.py), and
     for "bfloat16" computing in bfloat16 with float32 weights, as Keras' mixed
     precision does; the output layer stays float32."""
     import keras
