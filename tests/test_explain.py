@@ -77,7 +77,7 @@ def test_shipped_models_give_maps_with_a_peak():
     from fercli.pipeline import Analyzer
 
     image = cv2.imread(str(REPO / "docs" / "example.png"))
-    for name in ("default", "accurate"):
+    for name in ("default", "accurate", "fast"):
         analyzer = Analyzer(name)
         faces = analyzer.analyze(image)
         assert len(faces) == 2

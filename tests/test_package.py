@@ -51,7 +51,7 @@ def test_models_lists_the_shipped_models():
     accuracy, _ = recorded_accuracy(read_metadata(resolve_model_path(None)), default_precision())
     assert "default" in result.output and f"{accuracy:.2%}" in result.output
     assert "crops/s" in result.output
-    assert "classes of default, accurate: angry, disgust, fear, happy, neutral, sad, surprise" in result.output
+    assert "classes of default, accurate, fast: angry, disgust, fear, happy, neutral, sad, surprise" in result.output
 
 
 def test_readme_example_finds_both_drawn_faces(tmp_path):
