@@ -267,15 +267,16 @@ def inference_copy(model, precision: str = "float32"):
     for old, new in zip(_layers_within(model), _layers_within(copy), strict=True):
         if hasattr(old, "layers") or not old.weights:
             continue
-        weights = old.get_weights()
         norm = folds.get(id(old))
+        if id(old) in folds and norm is None:
+            continue  # a folded batch norm: its weights went into the convolution
+        weights = old.get_weights()
         if norm is not None:
             gamma, beta, mean, variance = norm.get_weights()
             scale = gamma / np.sqrt(variance + norm.epsilon)
             bias = weights[1] if old.use_bias else 0.0
             weights = [weights[0] * scale, beta + (bias - mean) * scale]
-        if norm is not None or id(old) not in folds:
-            new.set_weights(weights)
+        new.set_weights(weights)
     return copy
 
 

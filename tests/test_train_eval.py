@@ -117,7 +117,7 @@ def test_shipped_model_classifies_real_val_crops():
     assert accuracy > 0.60, accuracy  # chance is 1/7, the majority class 25%
 
 
-def test_inference_copy_folds_batch_norms_and_computes_the_same(tmp_path):
+def test_inference_copy_folds_batch_norms_and_computes_the_same():
     """EmotionModel runs a copy with every batch norm folded into its convolution:
     fewer operations, the same probabilities, for a single network and for an
     ensemble (networks nested inside a model, each called on several views)."""
