@@ -15,7 +15,7 @@ import numpy as np
 
 from fercli.errors import UserError
 from fercli.resources import resource_dir
-from fercli.tf_quiet import tensorflow
+from fercli.tf_quiet import load_keras, tensorflow
 
 METADATA_MEMBER = "fercli.json"
 DEFAULT_MODEL = "default"
@@ -184,9 +184,7 @@ class EmotionModel:
 
 
 def load_keras_model(path):
-    tensorflow()
-    import keras
-
+    keras = load_keras()
     import fercli.layers  # noqa: F401  (registers fercli's layers for deserialisation)
 
     try:

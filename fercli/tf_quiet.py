@@ -2,7 +2,9 @@
 
 TensorFlow's C++ side logs (oneDNN, CUDA probing) straight to file descriptor 2
 before any Python-level setting applies, so stderr is pointed at /dev/null
-while TensorFlow loads and finds its devices.
+while TensorFlow loads and finds its devices. Training also runs on Keras' JAX
+or PyTorch backend (KERAS_BACKEND=jax, e.g. on a GPU machine without
+TensorFlow): `load_keras` loads TensorFlow only when it is the backend.
 """
 import os
 import sys
@@ -29,3 +31,12 @@ def tensorflow():
             os.close(devnull)
         _loaded = tf
     return _loaded
+
+
+def load_keras():
+    """Keras, its TensorFlow backend loaded quietly first when that is the backend."""
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        tensorflow()
+    import keras
+
+    return keras

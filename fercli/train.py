@@ -1,7 +1,7 @@
 """`fercli train`: fit a model on any data set `data.read_dataset` reads.
 
-Data stay in memory as uint8; augmentation runs batched in TensorFlow
-(`augment.py`); every epoch writes a resumable checkpoint, the history (CSV +
+Data stay in memory as uint8; augmentation runs batched in Keras ops
+(`augment.py`), so training runs on any Keras backend; every epoch writes a resumable checkpoint, the history (CSV +
 PNG) and, when validation accuracy improves, the model with its metadata.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ import numpy as np
 from fercli import __version__
 from fercli.data import Dataset, read_dataset, stratified_folds, stratified_split
 from fercli.errors import UserError
-from fercli.tf_quiet import tensorflow
+from fercli.tf_quiet import load_keras
 
 PREPROCESSING = "grayscale, resize to input_size x input_size (INTER_AREA when shrinking), raw 0-255 values; scaling is inside the model"
 
@@ -68,31 +69,45 @@ def choose_splits(splits: dict[str, Dataset], cfg: TrainConfig) -> tuple[Dataset
     return train.subset(fit_index), train.subset(val_index), f"stratified {cfg.val_split:.0%} held out for validation (seed {cfg.seed})"
 
 
-def _datasets(train: Dataset, val: Dataset | None, cfg: TrainConfig, weights: np.ndarray, teacher=None):
-    """Batched tf.data pipelines. With a teacher, targets mix the one-hot label
-    with the teacher's probabilities on the same augmented batch (distillation)."""
-    import tensorflow as tf
+def _training_batches(train: Dataset, cfg: TrainConfig, weights: np.ndarray, teacher=None, first_epoch: int = 0):
+    """Augmented batches (images, targets, sample weights) in a fresh order each
+    epoch (a resumed run goes on with the epoch it stopped at). With a teacher, targets mix the one-hot label with the teacher's
+    probabilities on the same augmented batch (distillation)."""
+    keras = load_keras()
 
     from fercli.augment import augment_batch
 
-    k = len(train.classes)
+    one_hot = np.eye(len(train.classes), dtype=np.float32)
+    teacher_lock = threading.Lock()
 
-    def encode(images, labels):
-        x, target = augment_batch(images), tf.one_hot(labels, k)
-        if teacher is not None:
-            target = (1 - cfg.distill_weight) * target + cfg.distill_weight * teacher(x, training=False)
-        return x, target, tf.gather(weights, labels)
+    class TrainingBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=2)  # two threads: the next batch is augmented while this one trains
+            self.epoch = first_epoch
+            self.order = self._shuffled()
 
-    train_ds = (tf.data.Dataset.from_tensor_slices((train.images, train.labels))
-                .shuffle(len(train), seed=cfg.seed, reshuffle_each_iteration=True)
-                .batch(cfg.batch_size)
-                .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
-                .prefetch(2))
-    val_ds = None
-    if val is not None:
-        val_ds = (tf.data.Dataset.from_tensor_slices((val.images[..., None].astype(np.float32), tf.one_hot(val.labels, k)))
-                  .batch(256).prefetch(2))
-    return train_ds, val_ds
+        def _shuffled(self):
+            return np.random.default_rng([cfg.seed, self.epoch]).permutation(len(train))
+
+        def __len__(self):
+            return int(np.ceil(len(train) / cfg.batch_size))
+
+        def __getitem__(self, index):
+            chosen = self.order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
+            labels = train.labels[chosen]
+            images = augment_batch(train.images[chosen], np.random.default_rng([cfg.seed, self.epoch, index]))
+            target = one_hot[labels]
+            if teacher is not None:
+                with teacher_lock:  # one call at a time: Keras' JAX backend reuses the model's buffers
+                    taught = teacher.predict_on_batch(images)  # compiled for the backend, returns NumPy
+                target = (1 - cfg.distill_weight) * target + cfg.distill_weight * taught
+            return keras.ops.convert_to_numpy(images), target, weights[labels]
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self.order = self._shuffled()
+
+    return TrainingBatches()
 
 
 def _compile(model, cfg: TrainConfig, steps_per_epoch: int):
@@ -193,10 +208,8 @@ def _initial_model(train: Dataset, cfg: TrainConfig):
 def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, resume: bool,
               split_note: str, echo=print) -> dict:
     """Train one model; returns the final state (history, best accuracy, epochs)."""
-    tensorflow()
-    import keras
-
-    from fercli.model import build_model
+    keras = load_keras()
+    from fercli.model import build_model, read_metadata, resolve_model_path
 
     ckpt_dir = out.parent / f"{out.name}.ckpt"
     state_file = ckpt_dir / "state.json"
@@ -204,8 +217,6 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
     weights = class_weights(train.counts(), cfg.class_weight)
     init = None
     if cfg.init:
-        from fercli.model import read_metadata, resolve_model_path
-
         start = read_metadata(resolve_model_path(cfg.init))
         cfg.arch = start.get("arch", cfg.arch)
         init = {"model": cfg.init, "val_accuracy": start.get("val_accuracy"), "epochs_trained": start.get("epochs_trained")}
@@ -237,16 +248,17 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
         return state
     teacher = None
     if cfg.teacher:
-        from fercli.model import EmotionModel, inference_copy
+        from fercli.model import inference_copy, load_keras_model
 
-        teacher_model = EmotionModel(cfg.teacher)
-        if teacher_model.classes != train.classes or teacher_model.input_size != cfg.img_size:
-            raise UserError(f"teacher {cfg.teacher} has classes {', '.join(teacher_model.classes)} at {teacher_model.input_size} px; "
+        teacher_path = resolve_model_path(cfg.teacher)
+        teacher_meta = read_metadata(teacher_path)
+        if teacher_meta["classes"] != train.classes or int(teacher_meta["input_size"]) != cfg.img_size:
+            raise UserError(f"teacher {cfg.teacher} has classes {', '.join(teacher_meta['classes'])} at {teacher_meta['input_size']} px; "
                             f"the data has {', '.join(train.classes)} at {cfg.img_size} px.")
-        teacher = inference_copy(teacher_model.keras_model)
-        metadata["teacher"] = {"model": str(teacher_model.path), "val_accuracy": teacher_model.metadata.get("val_accuracy"),
+        teacher = inference_copy(load_keras_model(teacher_path))
+        metadata["teacher"] = {"model": str(teacher_path), "val_accuracy": teacher_meta.get("val_accuracy"),
                                "distill_weight": cfg.distill_weight}
-    train_ds, val_ds = _datasets(train, val, cfg, weights, teacher)
+    validation = None if val is None else (val.images[..., None].astype(np.float32), np.eye(len(val.classes), dtype=np.float32)[val.labels])
     callbacks = [_progress_callback(cfg.epochs, steps),
                  _checkpoint_callback(cfg, out, ckpt_dir, state, metadata, val is not None)]
     if cfg.ema:
@@ -255,8 +267,8 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
         swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
         swap._ema_weights_in_model = state["epoch"] > 0  # a checkpoint holds the averaged weights
         callbacks.insert(0, swap)
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state["epoch"],
-              callbacks=callbacks, verbose=0)
+    model.fit(_training_batches(train, cfg, weights, teacher, state["epoch"]), validation_data=validation, validation_batch_size=256,
+              epochs=cfg.epochs, initial_epoch=state["epoch"], callbacks=callbacks, verbose=0)
     return state
 
 

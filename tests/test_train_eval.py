@@ -12,7 +12,8 @@ import pytest
 from fercli.evaluate import scores
 from fercli.errors import UserError
 from fercli.model import ARCHITECTURES, EmotionModel, build_model, read_metadata
-from tests.conftest import CKPLUS, FER2013, REPO, copy_sample, requires_ckplus, requires_fer2013, run, write_image
+from tests.conftest import (CKPLUS, FER2013, REPO, copy_sample, requires_ckplus, requires_fer2013, run, synthetic_faces,
+                            write_image)
 
 
 def test_scores_on_a_known_case():
@@ -280,6 +281,77 @@ def test_distillation_from_a_teacher(tiny_model, fer_sample, tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     meta = read_metadata(tmp_path / "student.keras")
     assert meta["teacher"]["model"] == str(tiny_model) and meta["teacher"]["distill_weight"] == 0.7
+
+
+def test_training_batches_mix_labels_with_the_teachers_probabilities():
+    """Each epoch shows every image once, augmented, with targets 30% label +
+    70% the teacher's probabilities on that same augmented batch."""
+    from fercli.data import Dataset
+    from fercli.train import TrainConfig, _training_batches
+
+    data = Dataset(synthetic_faces(20), np.arange(20) % 2, ["a", "b"])
+    teacher = build_model("vgg-small", 2, 48)
+    weights = np.array([0.5, 2.0], np.float32)
+    batches = _training_batches(data, TrainConfig(batch_size=8, distill_weight=0.7), weights, teacher)
+    orders = []
+    for epoch in range(2):
+        labels = []
+        for i in range(len(batches)):
+            images, target, sample_weight = batches[i]
+            assert images.shape[1:] == (48, 48, 1) and images.min() >= 0 and images.max() <= 255
+            label_part = target - 0.7 * teacher.predict(images, verbose=0)
+            assert np.allclose(np.sort(label_part, axis=1), [0.0, 0.3], atol=1e-5)
+            labels += list(label_part.argmax(axis=1))
+            assert np.allclose(sample_weight, weights[label_part.argmax(axis=1)])
+        assert len(batches) == 3 and sorted(labels) == sorted(data.labels)
+        orders.append(batches.order.copy())
+        batches.on_epoch_end()
+    assert sorted(orders[0]) == list(range(20)) and list(orders[0]) != list(orders[1])
+
+
+def test_augmentation_is_random_but_reproducible():
+    from keras import ops
+
+    from fercli.augment import augment_batch
+
+    faces = synthetic_faces(6)
+    first, again, other = (ops.convert_to_numpy(augment_batch(faces, np.random.default_rng(seed))) for seed in (3, 3, 4))
+    assert first.shape == (6, 48, 48, 1) and first.min() >= 0 and first.max() <= 255
+    assert np.array_equal(first, again) and not np.allclose(first, other)
+
+
+def test_training_on_the_jax_backend(tmp_path):
+    """Keras' JAX backend (a GPU machine without TensorFlow) trains with the same
+    augmentation, and its model file loads and predicts under TensorFlow."""
+    pytest.importorskip("jax", reason="jax is in the test extras")
+    from keras import ops
+
+    from fercli.augment import augment_batch
+
+    for i in range(12):
+        for name, value in (("dark", 40), ("light", 200)):
+            write_image(tmp_path / "data" / name / f"{i}.png", np.full((48, 48), value, np.uint8))
+    faces = synthetic_faces(6)
+    np.save(tmp_path / "faces.npy", faces)
+    script = f"""
+import sys, numpy as np, keras
+from fercli.augment import augment_batch
+np.save({str(tmp_path / "jax.npy")!r}, keras.ops.convert_to_numpy(augment_batch(np.load({str(tmp_path / "faces.npy")!r}), np.random.default_rng(3))))
+from fercli.cli import main
+try:
+    main(["train", {str(tmp_path / "data")!r}, "--arch", "vgg-small", "--epochs", "2", "--batch-size", "8", "--val-split", "0.25",
+          "--out", {str(tmp_path / "jax.keras")!r}])
+except SystemExit as exit:
+    print(keras.backend.backend(), exit.code)
+"""
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.stdout.splitlines()[-1] == "jax 0", done.stdout + done.stderr
+    assert np.allclose(np.load(tmp_path / "jax.npy"), ops.convert_to_numpy(augment_batch(faces, np.random.default_rng(3))), atol=1e-3)
+    model = EmotionModel(tmp_path / "jax.keras")
+    assert model.classes == ["dark", "light"] and model.metadata["epochs_trained"] >= 1
+    probabilities = model.predict(faces)
+    assert probabilities.shape == (6, 2) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-3)
 
 
 @requires_fer2013
