@@ -3,8 +3,8 @@
 TensorFlow's C++ side logs (oneDNN, CUDA probing) straight to file descriptor 2
 before any Python-level setting applies, so stderr is pointed at /dev/null
 while TensorFlow loads and finds its devices. Training also runs on Keras' JAX
-or PyTorch backend (KERAS_BACKEND=jax, e.g. on a GPU machine without
-TensorFlow): `load_keras` loads TensorFlow only when it is the backend.
+backend (KERAS_BACKEND=jax, e.g. on a GPU machine without TensorFlow):
+`load_keras` loads TensorFlow only when it is the backend.
 """
 import os
 import sys
