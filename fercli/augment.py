@@ -1,6 +1,6 @@
-"""Batched, vectorised training augmentation in Keras ops, so it runs on any
-Keras backend (TensorFlow on a CPU, JAX or PyTorch on a GPU machine). The random
-parameters come from a NumPy generator: a batch's augmentation depends only on
+"""Batched, vectorised training augmentation in Keras ops, so it runs on
+TensorFlow and on Keras' JAX backend alike. The random parameters come from a
+NumPy generator: a batch's augmentation depends only on
 the generator, whichever thread or backend computes it."""
 import math
 

@@ -1,8 +1,9 @@
 """`fercli train`: fit a model on any data set `data.read_dataset` reads.
 
 Data stay in memory as uint8; augmentation runs batched in Keras ops
-(`augment.py`), so training runs on any Keras backend; every epoch writes a resumable checkpoint, the history (CSV +
-PNG) and, when validation accuracy improves, the model with its metadata.
+(`augment.py`), so training also runs on Keras' JAX backend; every epoch writes
+a resumable checkpoint, the history (CSV + PNG) and, when validation accuracy
+improves, the model with its metadata.
 """
 from __future__ import annotations
 
@@ -71,8 +72,9 @@ def choose_splits(splits: dict[str, Dataset], cfg: TrainConfig) -> tuple[Dataset
 
 def _training_batches(train: Dataset, cfg: TrainConfig, weights: np.ndarray, teacher=None, first_epoch: int = 0):
     """Augmented batches (images, targets, sample weights) in a fresh order each
-    epoch (a resumed run goes on with the epoch it stopped at). With a teacher, targets mix the one-hot label with the teacher's
-    probabilities on the same augmented batch (distillation)."""
+    epoch (a resumed run goes on with the epoch it stopped at). With a teacher,
+    targets mix the one-hot label with the teacher's probabilities on the same
+    augmented batch (distillation)."""
     keras = load_keras()
 
     from fercli.augment import augment_batch
