@@ -308,8 +308,10 @@ def show_video_summary(done, output: Path) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the combined model.")
 @click.option("--tta", type=click.Choice(["none", "flip", "flip-zoom"]), default="flip", show_default=True,
               help="Test-time views each model sees: the image; + its mirror image; + both with the centre enlarged 1.1x.")
+@click.option("--weights-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="How the file stores the weights: float16 halves its size (probabilities move by under 1e-3).")
 @click.option("--val", "val_data", default=None, type=click.Path(), help="Labelled data to measure (and record) the ensemble's accuracy on, e.g. fer2013/val.")
-def ensemble(models, out, tta, val_data):
+def ensemble(models, out, tta, weights_dtype, val_data):
     """Combine models (and test-time augmentation) into one model file that
     averages their probabilities; usable with --model everywhere.
 
@@ -319,7 +321,7 @@ def ensemble(models, out, tta, val_data):
     from fercli.evaluate import evaluate
     from fercli.model import TTA_VIEWS, make_ensemble, record_accuracy
 
-    model = make_ensemble(list(models), out, tta=tta)
+    model = make_ensemble(list(models), out, tta=tta, weights_dtype=weights_dtype)
     click.echo(f"saved {out}: {len(models)} model(s) x {len(TTA_VIEWS[tta])} view(s) ({', '.join(TTA_VIEWS[tta])}), "
                f"{model.metadata['parameters']:,} parameters")
     if val_data:

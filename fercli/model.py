@@ -6,6 +6,7 @@ The metadata can be read without importing TensorFlow.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -18,6 +19,8 @@ from fercli.resources import resource_dir
 from fercli.tf_quiet import load_keras, tensorflow
 
 METADATA_MEMBER = "fercli.json"
+WEIGHTS_MEMBER = "model.weights.h5"  # where Keras keeps the weights in a .keras archive
+WEIGHT_DTYPES = ("float32", "float16")
 DEFAULT_MODEL = "default"
 
 
@@ -97,8 +100,10 @@ def build_model(arch: str, num_classes: int, size: int):
 
 # ---------------------------------------------------------------- save / load
 
-def save_model(model, path: str | os.PathLike, metadata: dict) -> None:
-    """Write `model` with `metadata` to `path` atomically (temp file, then rename)."""
+def save_model(model, path: str | os.PathLike, metadata: dict, weights_dtype: str = "float32") -> None:
+    """Write `model` with `metadata` to `path` atomically (temp file, then rename).
+    weights_dtype "float16" stores the weights in half the space; they load
+    back into float32 variables (probabilities move by under 1e-3)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.stem}.tmp.keras")
@@ -110,8 +115,42 @@ def save_model(model, path: str | os.PathLike, metadata: dict) -> None:
         copy.set_weights(model.get_weights())
         model = copy
     model.save(temp)
-    with zipfile.ZipFile(temp, "a") as archive:
-        archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2))
+    replacements = {METADATA_MEMBER: json.dumps(metadata, indent=2)}
+    if weights_dtype == "float16":
+        with zipfile.ZipFile(temp) as archive:
+            replacements[WEIGHTS_MEMBER] = _float16_weights(archive.read(WEIGHTS_MEMBER))
+    _rewrite_archive(temp, replacements)
+    os.replace(temp, path)
+
+
+def _float16_weights(h5_bytes: bytes) -> bytes:
+    """Keras' weights file with every float32 array stored as float16."""
+    import h5py  # a Keras dependency
+
+    target = io.BytesIO()
+    with h5py.File(io.BytesIO(h5_bytes), "r") as old, h5py.File(target, "w") as new:
+        def copy(name, item):
+            if isinstance(item, h5py.Dataset):
+                data = item[()]
+                new.create_dataset(name, data=data.astype(np.float16) if data.dtype == np.float32 else data)
+            else:
+                new.require_group(name)
+            new[name].attrs.update(item.attrs)
+
+        old.visititems(copy)
+        new.attrs.update(old.attrs)
+    return target.getvalue()
+
+
+def _rewrite_archive(path: Path, replacements: dict[str, str | bytes]) -> None:
+    """Rewrite the zip archive at `path` (atomically) with members replaced or added."""
+    temp = path.with_name(f".{path.stem}.rewrite.tmp")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(temp, "w") as target:
+        for item in source.infolist():
+            if item.filename not in replacements:
+                target.writestr(item, source.read(item.filename))
+        for name, data in replacements.items():
+            target.writestr(name, data)
     os.replace(temp, path)
 
 
@@ -299,9 +338,10 @@ ENSEMBLE_SHARED_KEYS = ("classes", "input_size", "channels", "preprocessing", "d
 ENSEMBLE_MEMBER_KEYS = ("arch", "parameters", "val_accuracy", "epochs_trained", "best_epoch", "train_wall_s", "config")
 
 
-def make_ensemble(paths: list[str], out: str | os.PathLike, tta: str = "flip") -> "EmotionModel":
+def make_ensemble(paths: list[str], out: str | os.PathLike, tta: str = "flip", weights_dtype: str = "float32") -> "EmotionModel":
     """Average several models (same classes and input size), each on the
-    test-time views of `tta`, into one model file; returns it loaded."""
+    test-time views of `tta`, into one model file (its weights stored as
+    `weights_dtype`); returns it loaded."""
     from fercli import __version__
 
     members = [EmotionModel(p) for p in paths]
@@ -311,29 +351,24 @@ def make_ensemble(paths: list[str], out: str | os.PathLike, tta: str = "flip") -
             raise UserError(f"{member.path} has other classes or input size than {first.path}; cannot ensemble them.")
     if tta not in TTA_VIEWS:
         raise UserError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_VIEWS)}.")
+    if weights_dtype not in WEIGHT_DTYPES:
+        raise UserError(f"unknown weights dtype {weights_dtype!r}; choose one of {', '.join(WEIGHT_DTYPES)}.")
     averaged = build_average([m.keras_model for m in members], first.input_size, tta=tta)
     # The data description is shared; training records stay with each member.
     metadata = {key: first.metadata[key] for key in ENSEMBLE_SHARED_KEYS if key in first.metadata}
     metadata.update(arch="ensemble", fercli_version=__version__, val_accuracy=None,
-                    parameters=int(averaged.count_params()),
+                    parameters=int(averaged.count_params()), weights_dtype=weights_dtype,
                     ensemble={"tta": list(TTA_VIEWS[tta]), "members": [
                         {"model": str(m.path), **{key: m.metadata.get(key) for key in ENSEMBLE_MEMBER_KEYS}}
                         for m in members]})
-    save_model(averaged, out, metadata)
+    save_model(averaged, out, metadata, weights_dtype)
     return EmotionModel(out)
 
 
 def update_metadata(path: str | os.PathLike, **changes) -> None:
     """Rewrite a model file's metadata (e.g. to record a measured accuracy)."""
-    path = Path(path)
     metadata = dict(read_metadata(path), **changes)
-    temp = path.with_name(f".{path.stem}.meta.tmp")
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(temp, "w") as target:
-        for item in source.infolist():
-            if item.filename != METADATA_MEMBER:
-                target.writestr(item, source.read(item.filename))
-        target.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2))
-    os.replace(temp, path)
+    _rewrite_archive(Path(path), {METADATA_MEMBER: json.dumps(metadata, indent=2)})
 
 
 def record_accuracy(path: str | os.PathLike, result: dict, precision: str) -> None:

@@ -239,6 +239,22 @@ def test_ensemble_averages_members_and_mirror_images(tiny_model, fer_sample, tmp
     assert meta["val_accuracy"] == pytest.approx(float(np.mean(((member + mirrored) / 2).argmax(1) == data.labels)))
 
 
+def test_ensemble_can_store_float16_weights(tmp_path):
+    """--weights-dtype float16 halves the file; the weights load back as float32
+    and the probabilities stay within 1e-3 of the float32 file's."""
+    files = {}
+    for dtype in ("float32", "float16"):
+        files[dtype] = tmp_path / f"{dtype}.keras"
+        result = run("ensemble", "fast", "--weights-dtype", dtype, "--out", files[dtype])
+        assert result.exit_code == 0, result.output + result.stderr
+    assert files["float16"].stat().st_size < 0.55 * files["float32"].stat().st_size
+    faces = synthetic_faces(32)
+    full, half = (EmotionModel(files[d], precision="float32") for d in ("float32", "float16"))
+    assert half.metadata["weights_dtype"] == "float16" and {w.dtype for w in half.keras_model.weights} == {"float32"}
+    difference = np.abs(full.predict(faces) - half.predict(faces)).max()
+    assert 0 < difference < 1e-3
+
+
 @requires_fer2013
 def test_zoom_test_time_views(tiny_model, fer_sample, tmp_path):
     """flip-zoom averages the image, its mirror and both with the centre 44 px
