@@ -306,8 +306,9 @@ def show_video_summary(done, output: Path) -> None:
 @main.command()
 @click.argument("models", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the combined model.")
-@click.option("--tta", type=click.Choice(["none", "flip", "flip-zoom"]), default="flip", show_default=True,
-              help="Test-time views each model sees: the image; + its mirror image; + both with the centre enlarged 1.1x.")
+@click.option("--tta", type=click.Choice(["none", "flip", "zoom-mirror", "flip-zoom"]), default="flip", show_default=True,
+              help="Test-time views each model sees: the image only; + its mirror image; + the mirror image with the "
+                   "centre enlarged 1.1x; all four of the image and its mirror image, plain and enlarged.")
 @click.option("--weights-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="How the file stores the weights: float16 halves its size (probabilities move by under 1e-3).")
 @click.option("--val", "val_data", default=None, type=click.Path(), help="Labelled data to measure (and record) the ensemble's accuracy on, e.g. fer2013/val.")

@@ -55,14 +55,15 @@ def build_vgg(num_classes: int, size: int, widths=(32, 64, 128, 256), dropout=0.
     return keras.Model(inputs, outputs, name="fercli_vgg")
 
 
-TTA_VIEWS = {"none": ("image",), "flip": ("image", "mirror"), "flip-zoom": ("image", "mirror", "zoom", "zoom+mirror")}
+TTA_VIEWS = {"none": ("image",), "flip": ("image", "mirror"), "zoom-mirror": ("image", "zoom+mirror"),
+             "flip-zoom": ("image", "mirror", "zoom", "zoom+mirror")}
 
 
 def build_average(members, size: int, tta: str = "flip", name: str = "fercli_ensemble"):
     """One model averaging the probabilities of `members`, each on the test-time
-    views `TTA_VIEWS[tta]` (the image, its mirror image, its centre enlarged 1.1x):
-    ensembling and test-time augmentation in a single file that every command
-    loads like any other model."""
+    views `TTA_VIEWS[tta]` (the image, its mirror image, its centre enlarged 1.1x,
+    and that mirrored): ensembling and test-time augmentation in a single file
+    that every command loads like any other model."""
     import keras
 
     from fercli.layers import CenterZoom, FlipHorizontal
@@ -71,7 +72,7 @@ def build_average(members, size: int, tta: str = "flip", name: str = "fercli_ens
     views = {"image": inputs}
     if "mirror" in TTA_VIEWS[tta]:
         views["mirror"] = FlipHorizontal(name="mirror")(inputs)
-    if "zoom" in TTA_VIEWS[tta]:
+    if "zoom+mirror" in TTA_VIEWS[tta]:
         views["zoom"] = CenterZoom(1.1, name="zoom")(inputs)
         views["zoom+mirror"] = FlipHorizontal(name="zoom_mirror")(views["zoom"])
     outputs = []

@@ -258,20 +258,21 @@ def test_ensemble_can_store_float16_weights(tmp_path):
 @requires_fer2013
 def test_zoom_test_time_views(tiny_model, fer_sample, tmp_path):
     """flip-zoom averages the image, its mirror and both with the centre 44 px
-    enlarged back to 48 px."""
+    enlarged back to 48 px; zoom-mirror the image and the enlarged mirror image."""
     import tensorflow as tf
 
-    result = run("ensemble", tiny_model, "--tta", "flip-zoom", "--out", tmp_path / "tta.keras")
-    assert result.exit_code == 0, result.output + result.stderr
     from fercli.data import read_class_folders
     images = read_class_folders(fer_sample / "val").images[:16]
     zoomed = tf.image.resize(images[:, 2:46, 2:46, None].astype(np.float32), (48, 48)).numpy()[..., 0]
     member = EmotionModel(tiny_model, precision="float32")
-    views = [images, images[:, :, ::-1], zoomed, zoomed[:, :, ::-1]]
-    expected = np.mean([member.predict(np.ascontiguousarray(v)) for v in views], axis=0)
-    combined = EmotionModel(tmp_path / "tta.keras", precision="float32")
-    np.testing.assert_allclose(combined.predict(images), expected, atol=1e-4)
-    assert combined.metadata["ensemble"]["tta"] == ["image", "mirror", "zoom", "zoom+mirror"]
+    views = {"image": images, "mirror": images[:, :, ::-1], "zoom": zoomed, "zoom+mirror": zoomed[:, :, ::-1]}
+    for tta, names in {"flip-zoom": ["image", "mirror", "zoom", "zoom+mirror"], "zoom-mirror": ["image", "zoom+mirror"]}.items():
+        result = run("ensemble", tiny_model, "--tta", tta, "--out", tmp_path / f"{tta}.keras")
+        assert result.exit_code == 0, result.output + result.stderr
+        expected = np.mean([member.predict(np.ascontiguousarray(views[name])) for name in names], axis=0)
+        combined = EmotionModel(tmp_path / f"{tta}.keras", precision="float32")
+        np.testing.assert_allclose(combined.predict(images), expected, atol=1e-4)
+        assert combined.metadata["ensemble"]["tta"] == names
 
 
 @requires_fer2013
