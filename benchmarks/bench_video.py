@@ -2,8 +2,9 @@
 (12 s, 25 fps, two moving real faces), default settings and --every 1; the
 wall time of the whole command, start-up included, against the clip length.
 
-    python benchmarks/bench_video.py
+    python benchmarks/bench_video.py [--model default]
 """
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,9 @@ sys.path.insert(0, str(REPO))
 
 
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="default", help="shipped model name or .keras file")
+    args = parser.parse_args()
     from tests.test_video import make_clip
 
     with tempfile.TemporaryDirectory(prefix="fercli_bench_video_") as tmp:
@@ -24,7 +28,7 @@ def main():
             make_clip(clip, frames=300, fps=25, size=(width, height), face_side=140 if width == 640 else 220)
             for extra in ([], ["--every", "1"]):
                 start = time.perf_counter()
-                result = subprocess.run([sys.executable, "-m", "fercli", "video", str(clip), "-o", str(tmp / "out"), "-q", *extra],
+                result = subprocess.run([sys.executable, "-m", "fercli", "video", str(clip), "-o", str(tmp / "out"), "-q", "--model", args.model, *extra],
                                         capture_output=True, text=True, cwd=REPO)
                 wall = time.perf_counter() - start
                 print(f"{width}x{height} {' '.join(extra) or 'defaults'}: 300 frames (12.0 s of video) in {wall:.1f} s "
