@@ -306,7 +306,7 @@ def show_video_summary(done, output: Path) -> None:
 @main.command()
 @click.argument("models", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the combined model.")
-@click.option("--tta", type=click.Choice(["none", "flip", "zoom-mirror", "flip-zoom"]), default="flip", show_default=True,
+@click.option("--tta", type=click.Choice(["none", "flip", "zoom-mirror", "flip-zoom"]), default="zoom-mirror", show_default=True,
               help="Test-time views each model sees: the image only; + its mirror image; + the mirror image with the "
                    "centre enlarged 1.1x; all four of the image and its mirror image, plain and enlarged.")
 @click.option("--weights-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,

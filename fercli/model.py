@@ -59,7 +59,7 @@ TTA_VIEWS = {"none": ("image",), "flip": ("image", "mirror"), "zoom-mirror": ("i
              "flip-zoom": ("image", "mirror", "zoom", "zoom+mirror")}
 
 
-def build_average(members, size: int, tta: str = "flip", name: str = "fercli_ensemble"):
+def build_average(members, size: int, tta: str = "zoom-mirror", name: str = "fercli_ensemble"):
     """One model averaging the probabilities of `members`, each on the test-time
     views `TTA_VIEWS[tta]` (the image, its mirror image, its centre enlarged 1.1x,
     and that mirrored): ensembling and test-time augmentation in a single file
@@ -339,7 +339,7 @@ ENSEMBLE_SHARED_KEYS = ("classes", "input_size", "channels", "preprocessing", "d
 ENSEMBLE_MEMBER_KEYS = ("arch", "parameters", "val_accuracy", "epochs_trained", "best_epoch", "train_wall_s", "config")
 
 
-def make_ensemble(paths: list[str], out: str | os.PathLike, tta: str = "flip", weights_dtype: str = "float32") -> "EmotionModel":
+def make_ensemble(paths: list[str], out: str | os.PathLike, tta: str = "zoom-mirror", weights_dtype: str = "float32") -> "EmotionModel":
     """Average several models (same classes and input size), each on the
     test-time views of `tta`, into one model file (its weights stored as
     `weights_dtype`); returns it loaded."""

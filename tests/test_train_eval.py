@@ -223,7 +223,7 @@ def test_ensemble_averages_members_and_mirror_images(tiny_model, fer_sample, tmp
     import shutil
     second = tmp_path / "second.keras"
     shutil.copy(tiny_model, second)
-    result = run("ensemble", tiny_model, second, "--out", tmp_path / "ens.keras", "--val", fer_sample / "val")
+    result = run("ensemble", tiny_model, second, "--tta", "flip", "--out", tmp_path / "ens.keras", "--val", fer_sample / "val")
     assert result.exit_code == 0, result.output + result.stderr
     from fercli.data import read_class_folders
     data = read_class_folders(fer_sample / "val")
