@@ -306,6 +306,7 @@ def show_video_summary(done, output: Path) -> None:
 @main.command()
 @click.argument("models", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the combined model.")
+# The choices repeat fercli.model's TTA_VIEWS and WEIGHT_DTYPES so that --help need not import it (a test keeps them equal).
 @click.option("--tta", type=click.Choice(["none", "flip", "zoom-mirror", "flip-zoom"]), default="zoom-mirror", show_default=True,
               help="Test-time views each model sees: the image only; + its mirror image; + the mirror image with the "
                    "centre enlarged 1.1x; all four of the image and its mirror image, plain and enlarged.")

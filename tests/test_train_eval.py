@@ -239,6 +239,14 @@ def test_ensemble_averages_members_and_mirror_images(tiny_model, fer_sample, tmp
     assert meta["val_accuracy"] == pytest.approx(float(np.mean(((member + mirrored) / 2).argmax(1) == data.labels)))
 
 
+def test_ensemble_options_offer_what_the_model_module_builds():
+    from fercli.cli import ensemble
+    from fercli.model import TTA_VIEWS, WEIGHT_DTYPES
+
+    choices = {option.name: list(option.type.choices) for option in ensemble.params if option.name in ("tta", "weights_dtype")}
+    assert choices == {"tta": list(TTA_VIEWS), "weights_dtype": list(WEIGHT_DTYPES)}
+
+
 def test_ensemble_can_store_float16_weights(tmp_path):
     """--weights-dtype float16 halves the file; the weights load back as float32
     and the probabilities stay within 1e-3 of the float32 file's."""
