@@ -250,16 +250,17 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
         return state
     teacher = None
     if cfg.teacher:
-        from fercli.model import inference_copy, load_keras_model
+        from fercli.model import default_precision, inference_copy, load_keras_model
 
         teacher_path = resolve_model_path(cfg.teacher)
         teacher_meta = read_metadata(teacher_path)
         if teacher_meta["classes"] != train.classes or int(teacher_meta["input_size"]) != cfg.img_size:
             raise UserError(f"teacher {cfg.teacher} has classes {', '.join(teacher_meta['classes'])} at {teacher_meta['input_size']} px; "
                             f"the data has {', '.join(train.classes)} at {cfg.img_size} px.")
-        teacher = inference_copy(load_keras_model(teacher_path))
+        # bfloat16 where the CPU computes it natively: twice the teacher's speed, probabilities within ~2e-3
+        teacher = inference_copy(load_keras_model(teacher_path), default_precision())
         metadata["teacher"] = {"model": str(teacher_path), "val_accuracy": teacher_meta.get("val_accuracy"),
-                               "distill_weight": cfg.distill_weight}
+                               "distill_weight": cfg.distill_weight, "precision": default_precision()}
     validation = None if val is None else (val.images[..., None].astype(np.float32), np.eye(len(val.classes), dtype=np.float32)[val.labels])
     callbacks = [_progress_callback(cfg.epochs, steps),
                  _checkpoint_callback(cfg, out, ckpt_dir, state, metadata, val is not None)]

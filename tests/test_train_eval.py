@@ -306,6 +306,8 @@ def test_distillation_from_a_teacher(tiny_model, fer_sample, tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     meta = read_metadata(tmp_path / "student.keras")
     assert meta["teacher"]["model"] == str(tiny_model) and meta["teacher"]["distill_weight"] == 0.7
+    from fercli.model import default_precision
+    assert meta["teacher"]["precision"] == default_precision()  # the teacher runs as inference does
 
 
 def test_training_batches_mix_labels_with_the_teachers_probabilities():
