@@ -258,9 +258,10 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
             raise UserError(f"teacher {cfg.teacher} has classes {', '.join(teacher_meta['classes'])} at {teacher_meta['input_size']} px; "
                             f"the data has {', '.join(train.classes)} at {cfg.img_size} px.")
         # bfloat16 where the CPU computes it natively: twice the teacher's speed, probabilities within ~2e-3
-        teacher = inference_copy(load_keras_model(teacher_path), default_precision())
+        precision = default_precision()
+        teacher = inference_copy(load_keras_model(teacher_path), precision)
         metadata["teacher"] = {"model": str(teacher_path), "val_accuracy": teacher_meta.get("val_accuracy"),
-                               "distill_weight": cfg.distill_weight, "precision": default_precision()}
+                               "distill_weight": cfg.distill_weight, "precision": precision}
     validation = None if val is None else (val.images[..., None].astype(np.float32), np.eye(len(val.classes), dtype=np.float32)[val.labels])
     callbacks = [_progress_callback(cfg.epochs, steps),
                  _checkpoint_callback(cfg, out, ckpt_dir, state, metadata, val is not None)]
