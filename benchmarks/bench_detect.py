@@ -1,59 +1,154 @@
-"""Face detector recall and precision on 1280x720 scenes with 1-4 real faces:
-random (unfiltered) FER-2013 val crops, upscaled to 120-260 px and pasted on
-textured backgrounds, as the tests build them. A face counts as found when a
-box's centre lies on it and the box covers at least a quarter of it.
+"""Face detectors on generated hard scenes: recall, precision and ms per image
+for each detector, recall by kind of face, emotion accuracy on rotated and
+upright faces with and without alignment, and `fercli predict` as a whole
+command per detector.
 
-    python benchmarks/bench_detect.py [--scenes 60]
+Scenes (tests/scenes.py): 1280x720 textured backgrounds with face crops
+pasted on them, eight scenes of each kind: tight crops (70-160 px, upright),
+rotated 15-40 degrees in the image plane, small (26-44 px), dim (the whole
+frame at 25-45% light with sensor noise), blurred, crowds of 8. Faces are
+FER-2013 val crops where ../shared/data has them (labelled, tight 48x48 crops:
+the hard case), else the public-domain portrait in tests/fixtures. A face counts
+as found when a box's centre lies on it and the box covers at least a quarter
+of it; a second box on the same face counts as a false one.
 
-Tight 48x48 crops (foreheads and chins cut, tilted heads, hands on faces) are
-harder for a Haar cascade than photos with a margin around each face, so these
-figures are a lower bound. Prints figures; asserts nothing."""
+    python benchmarks/bench_detect.py [--per-kind 8] [--seed 7] [--no-command]
+    python benchmarks/bench_detect.py --fit-crop   # refit the crop registration (needs FER-2013)
+
+Prints figures; asserts nothing."""
 import argparse
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SETTINGS = [(1.1, 5), (1.1, 4), (1.1, 3), (1.05, 4), (1.05, 3)]  # (scale factor, min neighbours)
+DETECTORS = {  # label -> (detector name, options)
+    "haar (defaults)": ("haar", {}),
+    "haar --scale-factor 1.05 --min-neighbors 3 --min-face 20": ("haar", {"scale_factor": 1.05, "min_neighbors": 3, "min_face": 20}),
+    "centerface (default)": ("centerface", {}),
+    "centerface --min-score 0.5": ("centerface", {"min_score": 0.5}),
+}
 
 
-def scenes(count: int, seed: int = 1):
-    from tests.conftest import FER2013, scene_with_faces
+def detection_table(scenes):
+    from fercli.detect import make_detector
+    from tests.scenes import KINDS, match
 
-    paths = sorted(p for c in (FER2013 / "val").iterdir() for p in c.iterdir())
-    rng = np.random.default_rng(seed)
-    for s in range(count):
-        n, side = 1 + s % 4, int(rng.integers(120, 260))
-        yield scene_with_faces(n, face_side=side, seed=1000 + s, faces=[paths[i] for i in rng.integers(len(paths), size=n)])
+    print(f"{len(scenes)} scenes, {sum(len(s.boxes) for s in scenes)} faces; recall by kind: "
+          + ", ".join(f"{k} ({sum(len(s.boxes) for s in scenes if s.kind == k)})" for k in KINDS))
+    for label, (name, options) in DETECTORS.items():
+        detector = make_detector(name, **options)
+        detector.detect(scenes[0].image)  # warm-up
+        found, false, elapsed = {k: [0, 0] for k in KINDS}, 0, 0.0
+        for scene in scenes:
+            start = time.perf_counter()
+            boxes = detector.detect(scene.image).boxes
+            elapsed += time.perf_counter() - start
+            assigned, wrong = match(boxes, scene.boxes)
+            found[scene.kind][0] += sum(a is not None for a in assigned)
+            found[scene.kind][1] += len(scene.boxes)
+            false += wrong
+        hits, total = sum(v[0] for v in found.values()), sum(v[1] for v in found.values())
+        print(f"  {label}: recall {hits / total:.3f}, precision {hits / max(hits + false, 1):.3f}, "
+              f"{elapsed / len(scenes) * 1000:.0f} ms/image | "
+              + " ".join(f"{k} {v[0] / v[1]:.2f}" for k, v in found.items()))
+
+
+def emotion_accuracy(count: int, seed: int):
+    """Emotion accuracy of the default model on the faces centerface finds in
+    `count` scenes of rotated and of upright faces, aligned or not (missed faces
+    count as wrong)."""
+    from fercli.pipeline import Analyzer
+    from tests.scenes import face_pool, make_scene, match
+
+    analyzer, pool = Analyzer(), face_pool("val")
+    for kind in ("rotated", "tight"):
+        rng = np.random.default_rng(seed)
+        scenes = [make_scene(kind, pool, rng) for _ in range(count)]
+        for align in (True, False):
+            analyzer.align = align
+            right = total = 0
+            for scene in scenes:
+                faces = analyzer.analyze(scene.image)
+                assigned, _ = match([f.box for f in faces], scene.boxes)
+                for index, label in zip(assigned, scene.labels):
+                    total += 1
+                    right += index is not None and faces[index].emotion == label
+            print(f"  emotion accuracy, {'rotated' if kind == 'rotated' else 'upright'} faces, "
+                  f"{'aligned' if align else 'not aligned'}: {right / max(total, 1):.3f} ({right}/{total})")
+
+
+def whole_command(scenes):
+    """`fercli predict` on the scenes as JPEG files, once per detector, start-up included."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "scenes"
+        folder.mkdir()
+        for i, scene in enumerate(scenes):
+            cv2.imwrite(str(folder / f"{scene.kind}_{i:03d}.jpg"), scene.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        times = {}
+        for name in ("haar", "centerface"):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "fercli", "predict", "-p", str(folder), "-o", str(Path(tmp) / name),
+                            "--detector", name, "-q"], check=True, capture_output=True)
+            times[name] = time.perf_counter() - start
+        print(f"  fercli predict on the {len(scenes)} scenes: haar {times['haar']:.1f} s, centerface {times['centerface']:.1f} s "
+              f"= {times['centerface'] / times['haar']:.2f}x")
+
+
+def fit_crop(count: int = 60):
+    """Where FER-2013 training crops lie relative to CenterFace's landmarks:
+    the constants of fercli.data.face_crop."""
+    from fercli.detect import make_detector
+    from tests.scenes import FER2013, face_pool, make_scene, match
+
+    if not (FER2013 / "train").is_dir():
+        sys.exit(f"--fit-crop needs FER-2013 at {FER2013}")
+    detector = make_detector("centerface")
+    pool, rng, rows = face_pool("train"), np.random.default_rng(5), []
+    for _ in range(count):
+        scene = make_scene("tight", pool, rng)
+        found = detector.detect(scene.image)
+        assigned, _ = match(found.boxes, scene.boxes)
+        for (x, y, side, _), index in zip(scene.boxes, assigned):
+            if index is None:
+                continue
+            points = found.landmarks[index]
+            eyes, mouth = points[:2].mean(axis=0), points[3:].mean(axis=0)
+            eye_to_mouth = np.linalg.norm(mouth - eyes)
+            centre = np.array([x + side / 2, y + side / 2])
+            rows.append((side / eye_to_mouth, (centre - eyes) @ (mouth - eyes) / eye_to_mouth ** 2))
+    side_ratio, along = np.median(np.array(rows), axis=0)
+    print(f"{len(rows)} faces: crop side = {side_ratio:.2f} x eye-to-mouth distance; "
+          f"crop centre {along:.2f} of the way from the eyes to the mouth")
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scenes", type=int, default=60)
+    parser.add_argument("--per-kind", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--accuracy-scenes", type=int, default=60, help="scenes of each kind for the emotion accuracy")
+    parser.add_argument("--no-command", action="store_true", help="skip timing the whole `fercli predict` command")
+    parser.add_argument("--fit-crop", action="store_true", help="refit the crop registration constants (needs FER-2013)")
     args = parser.parse_args()
+    if args.fit_crop:
+        return fit_crop()
 
-    from fercli.data import to_gray
-    from fercli.detect import HaarDetector
-    from tests.conftest import box_hits
+    from tests.scenes import FER2013, hard_scenes
 
-    data = [(to_gray(image), truth) for image, truth in scenes(args.scenes)]
-    print(f"{len(data)} scenes, {sum(len(t) for _, t in data)} faces")
-    for scale_factor, min_neighbors in SETTINGS:
-        detector = HaarDetector(scale_factor=scale_factor, min_neighbors=min_neighbors)
-        found_faces = faces = false = 0
-        start = time.perf_counter()
-        for gray, truth in data:
-            boxes = detector.detect(gray)
-            found_faces += sum(any(box_hits(b, t) for b in boxes) for t in truth)
-            faces += len(truth)
-            false += sum(not any(box_hits(b, t) for t in truth) for b in boxes)
-        ms = (time.perf_counter() - start) / len(data) * 1000
-        print(f"--scale-factor {scale_factor} --min-neighbors {min_neighbors}: recall {found_faces / faces:.1%}, "
-              f"precision {found_faces / max(found_faces + false, 1):.1%}, {ms:.0f} ms per image")
+    scenes = hard_scenes(args.per_kind, args.seed)
+    source = "FER-2013 val crops" if (FER2013 / "val").is_dir() else "the fixture portrait (no FER-2013 here)"
+    print(f"faces from {source}")
+    detection_table(scenes)
+    emotion_accuracy(args.accuracy_scenes, args.seed + 1)
+    if not args.no_command:
+        whole_command(scenes)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Video speed: frames/s of `fercli video` on a 640x480 and a 1280x720 clip
-(12 s, 25 fps, two moving real faces), default settings and --every 1; the
-wall time of the whole command, start-up included, against the clip length.
+(12 s, 25 fps, two moving real faces), default settings and --every 1, with
+each face detector; the wall time of the whole command, start-up included,
+against the clip length.
 
-    python benchmarks/bench_video.py [--model default]
+    python benchmarks/bench_video.py [--model default] [--detector centerface --detector haar]
 """
 import argparse
 import subprocess
@@ -18,6 +19,7 @@ sys.path.insert(0, str(REPO))
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="default", help="shipped model name or .keras file")
+    parser.add_argument("--detector", action="append", help="face detector (repeatable; default: centerface and haar)")
     args = parser.parse_args()
     from tests.test_video import make_clip
 
@@ -26,13 +28,16 @@ def main():
         for width, height in ((640, 480), (1280, 720)):
             clip = tmp / f"clip{width}.avi"
             make_clip(clip, frames=300, fps=25, size=(width, height), face_side=140 if width == 640 else 220)
-            for extra in ([], ["--every", "1"]):
-                start = time.perf_counter()
-                result = subprocess.run([sys.executable, "-m", "fercli", "video", str(clip), "-o", str(tmp / "out"), "-q", "--model", args.model, *extra],
-                                        capture_output=True, text=True, cwd=REPO)
-                wall = time.perf_counter() - start
-                print(f"{width}x{height} {' '.join(extra) or 'defaults'}: 300 frames (12.0 s of video) in {wall:.1f} s "
-                      f"wall = {12.0 / wall:.2f}x real time ({300 / wall:.0f} frames/s incl. start-up); exit {result.returncode}")
+            for detector in args.detector or ["centerface", "haar"]:
+                for extra in ([], ["--every", "1"]):
+                    start = time.perf_counter()
+                    result = subprocess.run([sys.executable, "-m", "fercli", "video", str(clip), "-o", str(tmp / "out"), "-q",
+                                             "--model", args.model, "--detector", detector, *extra],
+                                            capture_output=True, text=True, cwd=REPO)
+                    wall = time.perf_counter() - start
+                    print(f"{width}x{height} --detector {detector} {' '.join(extra) or '(defaults)'}: 300 frames (12.0 s of video) "
+                          f"in {wall:.1f} s wall = {12.0 / wall:.2f}x real time ({300 / wall:.0f} frames/s incl. start-up); "
+                          f"exit {result.returncode}")
 
 
 if __name__ == "__main__":

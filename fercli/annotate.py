@@ -27,8 +27,12 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     return image.copy()
 
 
-def draw_faces(image: np.ndarray, faces) -> np.ndarray:
-    """A BGR copy of `image` with every face drawn; sizes follow the image size."""
+LANDMARK_COLOURS = [(255, 255, 0), (255, 255, 0), (0, 255, 0), (255, 0, 255), (255, 0, 255)]  # eyes, nose, mouth
+
+
+def draw_faces(image: np.ndarray, faces, landmarks: bool = False) -> np.ndarray:
+    """A BGR copy of `image` with every face drawn (and its five landmarks with
+    `landmarks`, where the detector gives them); sizes follow the image size."""
     canvas = to_bgr(image)
     height, width = canvas.shape[:2]
     unit = max(min(height, width) / 600.0, 0.35)
@@ -38,6 +42,10 @@ def draw_faces(image: np.ndarray, faces) -> np.ndarray:
         x, y, w, h = face.box
         colour = colour_for(face.emotion)
         cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness, cv2.LINE_AA)
+        if landmarks and face.landmarks:
+            radius = max(2, round(min(w, h) / 40))
+            for (px, py), dot in zip(face.landmarks, LANDMARK_COLOURS):
+                cv2.circle(canvas, (round(px), round(py)), radius, dot, -1, cv2.LINE_AA)
         label = f"{face.emotion} {face.confidence:.0%}" + (f" #{face.track}" if face.track is not None else "")
         (tw, th), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, thickness // 2))
         top = y - th - baseline - 2 * thickness

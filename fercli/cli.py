@@ -118,24 +118,35 @@ def eval_command(data, model_name, split, json_path, output, record):
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
+VIDEO_DETECT_SIDE = 960  # video frames are detected at most this large: a 720p frame at 0.75, as fast as haar at 0.5
+# The detector names repeat fercli.detect.DETECTORS so that --help need not import it (a test keeps them equal).
+DETECTOR_NAMES = ["centerface", "haar"]
+
+
 def detector_options(command):
-    """The Haar detector options shared by predict and video."""
+    """The face detector options shared by predict, explain, video and serve."""
     options = [
-        click.option("--cascade", type=click.Path(dir_okay=False), default=None, help="Haar cascade XML (default: the shipped frontal-face cascade)."),
-        click.option("--scale-factor", default=1.1, show_default=True, type=click.FloatRange(1.0, min_open=True), help="Cascade pyramid step."),
-        click.option("--min-neighbors", default=5, show_default=True, type=click.IntRange(0), help="Higher: fewer, surer faces."),
-        click.option("--min-face", default=30, show_default=True, type=click.IntRange(8), help="Smallest face side in pixels."),
+        click.option("--detector", type=click.Choice(DETECTOR_NAMES), default="centerface", show_default=True,
+                     help="Face detector: centerface (CNN: small, tilted, dim, blurred faces; score and landmarks) "
+                          "or haar (OpenCV's cascade; no score, no landmarks). `fercli detectors` lists them."),
+        click.option("--min-face", default=None, type=click.IntRange(8), help="Smallest face side in pixels [default: 24 for centerface, 30 for haar]."),
+        click.option("--min-score", default=0.25, show_default=True, type=click.FloatRange(0, 1), help="centerface: drop faces the detector scores lower."),
+        click.option("--no-align", is_flag=True, help="Classify each face as boxed instead of turned upright by its eye line."),
+        click.option("--cascade", type=click.Path(dir_okay=False), default=None, help="haar: cascade XML (default: the shipped frontal-face cascade)."),
+        click.option("--scale-factor", default=1.1, show_default=True, type=click.FloatRange(1.0, min_open=True), help="haar: cascade pyramid step."),
+        click.option("--min-neighbors", default=5, show_default=True, type=click.IntRange(0), help="haar: higher gives fewer, surer faces."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def make_analyzer(model_name, cascade, scale_factor, min_neighbors, min_face, **extra):
+def make_analyzer(model_name, detector, min_face, no_align, **options):
     from fercli.pipeline import Analyzer
 
-    return Analyzer(model_name, cascade=cascade, scale_factor=scale_factor, min_neighbors=min_neighbors,
-                    min_face=min_face, **extra)
+    if min_face is not None:
+        options["min_face"] = min_face
+    return Analyzer(model_name, detector=detector, align=not no_align, **options)
 
 
 def image_input_options(command):
@@ -149,6 +160,7 @@ def image_input_options(command):
         click.option("--jsonl", is_flag=True, help="Also write predictions.jsonl (same records as the CSV)."),
         click.option("--resume", is_flag=True, help="Skip inputs already in the output CSV and append the rest."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+        click.option("--landmarks", is_flag=True, help="Also draw the five landmarks of each face (eyes, nose, mouth corners)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -193,7 +205,7 @@ def explain(**options):
     predict_images(explain=True, no_images=False, **options)
 
 
-def predict_images(path, recursive, output, model_name, no_images, jsonl, resume, quiet, explain, explain_class, **detector):
+def predict_images(path, recursive, output, model_name, no_images, jsonl, resume, quiet, explain, explain_class, landmarks, **detector):
     from fercli.data import canonical_class
     from fercli.predict import collect_inputs, run_predict
 
@@ -211,7 +223,7 @@ def predict_images(path, recursive, output, model_name, no_images, jsonl, resume
                 raise UserError(f"--class {explain_class!r} is not one of the model's classes ({', '.join(analyzer.classes)}).")
     summary = run_predict(inputs, analyzer, out, save_images=not no_images, jsonl=jsonl, resume=resume,
                           not_images=not_images, progress=not quiet, on_error=warn,
-                          explainer=explainer, explain_class=explain_class)
+                          explainer=explainer, explain_class=explain_class, draw_landmarks=landmarks)
     show_predict_summary(summary, out)
     sys.exit(1 if summary.failed else 0)
 
@@ -246,13 +258,14 @@ def show_predict_summary(summary, output: Path) -> None:
 @click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model).")
 @detector_options
 @click.option("--every", default=3, show_default=True, type=click.IntRange(1), help="Detect and classify every Nth frame; frames between carry the last result.")
-@click.option("--detect-scale", type=click.FloatRange(0.05, 1.0), default=0.5, show_default=True, help="Detect faces on a frame downscaled by this factor (1 = full size; smaller is faster but misses small faces).")
+@click.option("--detect-scale", type=click.FloatRange(0.05, 2.0), default=None, help="Detect faces on the frame scaled by this factor (smaller is faster but misses small faces) [default: centerface at most 960 px on the long side, haar 0.5].")
 @click.option("--smooth", default=3, show_default=True, type=click.IntRange(1), help="Average each track's probabilities over its last N analysed frames (1 = off).")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop a camera run after this many frames (default: until q or Ctrl-C).")
 @click.option("--no-video", is_flag=True, help="Write only the CSV and summaries, no annotated video.")
 @click.option("--jsonl", is_flag=True, help="Also write predictions.jsonl.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def video(videos, camera, show, output, model_name, every, detect_scale, smooth, max_frames, no_video, jsonl, quiet, **detector):
+@click.option("--landmarks", is_flag=True, help="Also draw the five landmarks of each face.")
+def video(videos, camera, show, output, model_name, every, detect_scale, smooth, max_frames, no_video, jsonl, quiet, landmarks, **detector):
     """Annotate video files (or a live camera) frame by frame.
 
     Writes OUTPUT/<name> (same size and frame rate, every frame; no audio),
@@ -275,12 +288,18 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
         raise UserError("no video given: pass video files or a folder, or --camera N.")
     files = collect_videos(videos) if camera is None else []
     out = Path(output)
-    analyzer = make_analyzer(model_name, detect_scale=detect_scale, **detector)
+    if detect_scale is None:
+        scaling = {"detect_scale": 0.5} if detector["detector"] == "haar" else {"max_side": VIDEO_DETECT_SIDE}
+    else:
+        scaling = {"detect_scale": detect_scale}
+    analyzer = make_analyzer(model_name, **scaling, **detector)
     if camera is not None:
-        report, summary = run_camera(camera, analyzer, out, every, smooth, show, max_frames, not no_video, on_error=warn)
+        report, summary = run_camera(camera, analyzer, out, every, smooth, show, max_frames, not no_video,
+                                     on_error=warn, draw_landmarks=landmarks)
         show_video_summary([(report, summary)], out)
         sys.exit(0)
-    done, failed = run_videos(files, analyzer, out, every, smooth, show, not no_video, jsonl, on_error=warn, progress=not quiet)
+    done, failed = run_videos(files, analyzer, out, every, smooth, show, not no_video, jsonl, on_error=warn,
+                              progress=not quiet, draw_landmarks=landmarks)
     show_video_summary(done, out)
     sys.exit(1 if failed else 0)
 
@@ -382,6 +401,25 @@ def models_command(no_measure):
     out.print(table)
     for classes, names in class_sets.items():
         out.print(f"classes of {', '.join(names)}: {', '.join(classes)}", soft_wrap=True)
+
+
+@main.command("detectors")
+def detectors_command():
+    """List the face detectors (use with --detector NAME): file, size, licence, source.
+
+    \b
+    Example:  fercli detectors
+    """
+    from fercli.detect import DEFAULT_DETECTOR, DETECTORS
+
+    out = console()
+    for info in DETECTORS.values():
+        out.print(f"[bold]{info.name}[/bold]" + (" (default)" if info.name == DEFAULT_DETECTOR else ""))
+        out.print(f"  file      {info.file}, {info.size_bytes() / 1e6:.1f} MB, shipped in fercli/cascades")
+        out.print(f"  licence   {info.licence}")
+        out.print(f"  source    {info.source}")
+        out.print(f"  landmarks {'5 points (eyes, nose, mouth corners)' if info.landmarks else 'none'}")
+        out.print(f"  finds     {info.summary}")
 
 
 def show_scores(result: dict, model_name: str) -> None:

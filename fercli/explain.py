@@ -77,12 +77,10 @@ def overlay(crop: np.ndarray, heatmap: np.ndarray, label: str, side: int = 240) 
 
 def explain_faces(analyzer, explainer: Explainer, image: np.ndarray, faces, target_class: str | None = None) -> list[np.ndarray]:
     """One overlay image per face, for its predicted class or `target_class`."""
-    from fercli.data import to_gray
-
     if not faces:
         return []
     classes = analyzer.classes
-    crops = analyzer.crops(to_gray(image), [f.box for f in faces])
+    crops = analyzer.face_crops(image, faces)
     chosen = [target_class or f.emotion for f in faces]
     maps = explainer.heatmaps(crops, np.array([classes.index(c) for c in chosen]))
     return [overlay(crop, heat, f"{c} {face.probabilities[c]:.0%}") for crop, heat, c, face in zip(crops, maps, chosen, faces)]

@@ -1,5 +1,6 @@
-"""THE shared path: image -> faces (detector) -> crops (training's preprocessing)
--> one batched forward pass -> Face records. `predict` and `video` both use it.
+"""THE shared path: image -> faces (detector: boxes, scores, landmarks) ->
+upright crops (training's preprocessing) -> one batched forward pass -> Face
+records. `predict`, `video`, `explain` and `serve` all use it.
 
     from fercli import Analyzer
     faces = Analyzer().analyze(cv2.imread("photo.jpg"))
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fercli.data import prepare_face, to_gray
+from fercli.data import face_crop, to_gray
 
 
 @dataclass
@@ -21,54 +22,69 @@ class Face:
     confidence: float
     probabilities: dict[str, float] = field(default_factory=dict)
     track: int | None = None                # set by video tracking
-
-    def as_dict(self) -> dict:
-        x, y, w, h = self.box
-        return {"x": x, "y": y, "w": w, "h": h, "emotion": self.emotion, "confidence": self.confidence,
-                "probabilities": self.probabilities, "track": self.track}
+    score: float | None = None              # the detector's score (None: the detector gives none)
+    landmarks: tuple | None = None          # 5 (x, y): left eye, right eye, nose, mouth left, mouth right
 
 
 class Analyzer:
     """Detector + emotion model, loaded once; `analyze(image)` gives the Faces.
-    `analyze` may be called from several threads: OpenCV's cascade is not
-    thread-safe, so calls take turns on `lock` (re-entrant, for callers that
-    need several steps in one turn)."""
 
-    def __init__(self, model=None, detector=None, **detector_options):
-        from fercli.detect import HaarDetector
+    `detector`: a name (`centerface`, the default, or `haar`) or a detector
+    object; `detector_options` go to it (min_face, min_score, detect_scale;
+    cascade, scale_factor, min_neighbors for haar). `align`: turn each face
+    upright by its eye line before classifying it (detectors with landmarks).
+    `analyze` may be called from several threads: calls take turns on `lock`
+    (re-entrant, for callers that need several steps in one turn)."""
+
+    def __init__(self, model=None, detector=None, align: bool = True, **detector_options):
+        from fercli.detect import DEFAULT_DETECTOR, make_detector
         from fercli.model import EmotionModel
 
         self.model = model if isinstance(model, EmotionModel) else EmotionModel(model)
-        self.detector = detector or HaarDetector(**detector_options)
+        if detector is None or isinstance(detector, str):
+            detector = make_detector(detector or DEFAULT_DETECTOR, **detector_options)
+        self.detector = detector
+        self.align = align
         self.lock = threading.RLock()
 
     @property
     def classes(self) -> list[str]:
         return self.model.classes
 
-    def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(grayscale image, boxes)."""
-        gray = to_gray(image)
-        return gray, self.detector.detect(gray)
+    def detect(self, image: np.ndarray):
+        """The Detections of one image (boxes, scores, landmarks)."""
+        return self.detector.detect(image)
 
-    def classify(self, gray: np.ndarray, boxes: np.ndarray) -> list[Face]:
-        """One forward pass for all boxes of one image."""
-        if len(boxes) == 0:
+    def classify(self, image: np.ndarray, detections) -> list[Face]:
+        """One forward pass for all faces of one image."""
+        if len(detections) == 0:
             return []
-        probabilities = self.model.predict(self.crops(gray, boxes))
-        return [self._face(box, p) for box, p in zip(boxes, probabilities)]
+        probabilities = self.model.predict(self.crops(image, detections.boxes, detections.landmarks))
+        return [self._face(box, p, score, points)
+                for box, p, score, points in zip(detections.boxes, probabilities, detections.scores, detections.landmarks)]
 
-    def crops(self, gray: np.ndarray, boxes) -> np.ndarray:
-        """The model's input for each box: uint8 (N, S, S), preprocessed as in training."""
+    def crops(self, image: np.ndarray, boxes, landmarks=None) -> np.ndarray:
+        """The model's input for each face: uint8 (N, S, S), upright where
+        landmarks are given and `align` is on, preprocessed as in training."""
+        gray = to_gray(image)
         size = self.model.input_size
-        return np.stack([prepare_face(gray[y:y + h, x:x + w], size) for x, y, w, h in boxes])
+        if landmarks is None or not self.align:
+            landmarks = [None] * len(boxes)
+        return np.stack([face_crop(gray, box, points, size) for box, points in zip(boxes, landmarks)])
+
+    def face_crops(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """The model's input for Faces found earlier (as `classify` made it)."""
+        return self.crops(image, [f.box for f in faces],
+                          [np.full((5, 2), np.nan) if f.landmarks is None else f.landmarks for f in faces])
 
     def analyze(self, image: np.ndarray) -> list[Face]:
         with self.lock:
-            gray, boxes = self.detect(image)
-            return self.classify(gray, boxes)
+            return self.classify(image, self.detect(image))
 
-    def _face(self, box, probabilities: np.ndarray) -> Face:
+    def _face(self, box, probabilities: np.ndarray, score, points) -> Face:
         best = int(np.argmax(probabilities))
+        has_points = np.isfinite(points).all()
         return Face(tuple(int(v) for v in box), self.classes[best], float(probabilities[best]),
-                    {c: float(p) for c, p in zip(self.classes, probabilities)})
+                    {c: float(p) for c, p in zip(self.classes, probabilities)},
+                    score=float(score) if np.isfinite(score) else None,
+                    landmarks=tuple((float(x), float(y)) for x, y in points) if has_points else None)

@@ -99,7 +99,7 @@ def annotated_path(output: Path, item: InputImage) -> Path:
 
 def run_predict(inputs: list[InputImage], analyzer, output: Path, save_images: bool = True,
                 jsonl: bool = False, resume: bool = False, not_images: int = 0, progress: bool = True,
-                on_error=None, explainer=None, explain_class: str | None = None) -> Summary:
+                on_error=None, explainer=None, explain_class: str | None = None, draw_landmarks: bool = False) -> Summary:
     from tqdm import tqdm
 
     summary = Summary(not_images=not_images)
@@ -119,7 +119,7 @@ def run_predict(inputs: list[InputImage], analyzer, output: Path, save_images: b
                 if save_images:
                     if target.resolve() in input_paths:
                         raise ValueError(f"annotated copy would overwrite input {target}")
-                    write_image(target, draw_faces(image, faces))
+                    write_image(target, draw_faces(image, faces, draw_landmarks))
                 if explainer is not None:
                     overlays = explain_faces(analyzer, explainer, image, faces, explain_class)
                     for path, picture in zip(explanation_paths(target, len(overlays)), overlays):

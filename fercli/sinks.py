@@ -7,14 +7,25 @@ import csv
 import json
 from pathlib import Path
 
+from fercli.detect import LANDMARK_NAMES
 from fercli.errors import UserError
 
 STATUS_OK, STATUS_NO_FACE = "ok", "no_face"
 
 
+# After `status`, so that the columns before it keep their places: the detector's
+# score, then x and y of each landmark (empty where the detector gives none).
+DETECTOR_COLUMNS = ["score"] + [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in "xy"]
+
+
 def columns_for(classes: list[str], video: bool = False) -> list[str]:
     return (["source", "frame", "time_s"] + (["track"] if video else []) + ["face", "x", "y", "w", "h", "emotion", "confidence"]
-            + [f"p_{c}" for c in classes] + ["status"])
+            + [f"p_{c}" for c in classes] + ["status"] + DETECTOR_COLUMNS)
+
+
+def _detector_fields(face) -> dict:
+    points = [round(v, 1) for point in face.landmarks for v in point] if face.landmarks else [None] * 10
+    return {"score": None if face.score is None else round(face.score, 4), **dict(zip(DETECTOR_COLUMNS[1:], points))}
 
 
 def records_for(source: str, faces, classes: list[str], status: str | None = None, frame: int | None = None,
@@ -25,7 +36,7 @@ def records_for(source: str, faces, classes: list[str], status: str | None = Non
                 "w": face.box[2], "h": face.box[3], "emotion": face.emotion,
                 "confidence": round(face.confidence, 4),
                 **{f"p_{c}": round(face.probabilities.get(c, 0.0), 4) for c in classes},
-                "status": STATUS_OK}
+                "status": STATUS_OK, **_detector_fields(face)}
                for i, face in enumerate(faces or [])]
     return records or [{**base, "status": status or STATUS_NO_FACE}]
 

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -76,8 +76,8 @@ class Tracker:
             track.history.append(np.array([face.probabilities[c] for c in self.classes]))
             mean = np.mean(track.history, axis=0)
             best = int(np.argmax(mean))
-            out.append(Face(face.box, self.classes[best], float(mean[best]),
-                            {c: float(p) for c, p in zip(self.classes, mean)}, track.id))
+            out.append(replace(face, emotion=self.classes[best], confidence=float(mean[best]),
+                               probabilities={c: float(p) for c, p in zip(self.classes, mean)}, track=track.id))
         return out
 
 
@@ -174,7 +174,7 @@ def display_available() -> bool:
 
 def process_stream(capture, source: str, analyzer, sink: RecordSink, out_path: Path | None, every: int,
                    smooth: int, show: bool = False, live: bool = False, max_frames: int | None = None,
-                   on_error=None, progress: bool = True) -> VideoReport:
+                   on_error=None, progress: bool = True, draw_landmarks: bool = False) -> VideoReport:
     """Run every frame of `capture` through the pipeline (classifying every
     `every`-th frame, carrying tracks in between), writing the annotated video
     and one CSV row per face per frame."""
@@ -205,13 +205,12 @@ def process_stream(capture, source: str, analyzer, sink: RecordSink, out_path: P
             else:
                 bad_run = 0
                 if index % every == 0:
-                    gray, boxes = analyzer.detect(frame)
-                    faces = tracker.update(analyzer.classify(gray, boxes), index)
+                    faces = tracker.update(analyzer.classify(frame, analyzer.detect(frame)), index)
                     report.analysed += 1
                 sink.write(source, faces, frame=index, time_s=index / fps)
                 for face in faces:
                     report.timeline.setdefault(face.track, []).append((index / fps, [face.probabilities[c] for c in analyzer.classes]))
-                annotated = draw_faces(frame, faces)
+                annotated = draw_faces(frame, faces, draw_landmarks)
             if out_path is not None:
                 if writer is None:
                     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -270,7 +269,8 @@ def open_video(path: Path):
 
 
 def run_videos(videos: list[Path], analyzer, output: Path, every: int, smooth: int, show: bool,
-               save_video: bool = True, jsonl: bool = False, on_error=None, progress: bool = True):
+               save_video: bool = True, jsonl: bool = False, on_error=None, progress: bool = True,
+               draw_landmarks: bool = False):
     """Every file in turn; an unreadable one is reported and the others go on.
     Returns ([(report, summary)], [(source, reason)])."""
     done, failed = [], []
@@ -289,7 +289,7 @@ def run_videos(videos: list[Path], analyzer, output: Path, every: int, smooth: i
             try:
                 out_path = output_video_path(output, path) if save_video else None
                 report = process_stream(capture, source, analyzer, sink, out_path, every, smooth, show=show,
-                                        on_error=on_error, progress=progress)
+                                        on_error=on_error, progress=progress, draw_landmarks=draw_landmarks)
             finally:
                 capture.release()
             if report.frames == 0:
@@ -305,14 +305,14 @@ def run_videos(videos: list[Path], analyzer, output: Path, every: int, smooth: i
 
 
 def run_camera(index: int, analyzer, output: Path, every: int, smooth: int, show: bool,
-               max_frames: int | None, save_video: bool = True, on_error=None):
+               max_frames: int | None, save_video: bool = True, on_error=None, draw_landmarks: bool = False):
     camera = ThreadedCamera(index)
     source = f"camera:{index}"
     try:
         with RecordSink(output / "predictions.csv", analyzer.classes, video=True) as sink:
             out_path = output / f"camera{index}.mp4" if save_video else None
             report = process_stream(camera, source, analyzer, sink, out_path, every, smooth, show=show, live=True,
-                                    max_frames=max_frames, on_error=on_error)
+                                    max_frames=max_frames, on_error=on_error, draw_landmarks=draw_landmarks)
     finally:
         camera.release()
     return report, write_video_summary(report, analyzer.classes, output, f"camera{index}")

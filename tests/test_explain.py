@@ -74,15 +74,14 @@ def test_model_without_convolutions_is_a_clear_error(tmp_path):
 
 def test_shipped_models_give_maps_with_a_peak():
     """Real faces through the shipped models: a map that is empty or flat explains nothing."""
-    from fercli.data import to_gray
     from fercli.pipeline import Analyzer
 
-    image = cv2.imread(str(REPO / "docs" / "example.png"))
+    image = cv2.imread(str(REPO / "docs" / "example.jpg"))
     for name in ("default", "accurate", "fast"):
         analyzer = Analyzer(name)
         faces = analyzer.analyze(image)
-        assert len(faces) == 2
-        crops = analyzer.crops(to_gray(image), [f.box for f in faces])
+        assert len(faces) == 1
+        crops = analyzer.face_crops(image, faces)
         maps = Explainer(analyzer.model).heatmaps(crops, np.array([analyzer.classes.index(f.emotion) for f in faces]))
         for heat in maps:
             assert heat.max() > 0.9 and heat.std() > 0.1 and np.mean(heat > 0.5) < 0.6

@@ -41,7 +41,7 @@ def test_installed_package_finds_model_and_cascades(tmp_path):
     assert out.returncode == 0, out.stderr
     model, cascades = map(Path, json.loads(out.stdout))
     assert model.is_file() and model.name == "default.keras"
-    assert (cascades / "haarcascade_frontalface_default.xml").is_file()
+    assert (cascades / "haarcascade_frontalface_default.xml").is_file() and (cascades / "centerface.onnx").is_file()
 
 
 def test_models_lists_the_shipped_models():
@@ -54,11 +54,12 @@ def test_models_lists_the_shipped_models():
     assert "classes of default, accurate, fast: angry, disgust, fear, happy, neutral, sad, surprise" in result.output
 
 
-def test_readme_example_finds_both_drawn_faces(tmp_path):
-    result = run("predict", "-p", REPO / "docs" / "example.png", "-o", tmp_path)
+def test_readme_example_finds_the_smiling_face(tmp_path):
+    """docs/example.jpg: one smiling astronaut, her face at about x 175-275, y 54-180."""
+    result = run("predict", "-p", REPO / "docs" / "example.jpg", "-o", tmp_path)
     assert result.exit_code == 0, result.stderr
     with open(tmp_path / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["status"] for row in rows] == ["ok", "ok"]
-    assert int(rows[0]["x"]) < 400 < int(rows[1]["x"])  # the left face, then the right one
-    assert (tmp_path / "example.png").is_file()
+    assert [(row["status"], row["emotion"]) for row in rows] == [("ok", "happy")]
+    assert 150 < int(rows[0]["x"]) < 200 and 30 < int(rows[0]["y"]) < 80
+    assert (tmp_path / "example.jpg").is_file()
