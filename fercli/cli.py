@@ -162,9 +162,10 @@ def image_input_options(command):
         click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
         click.option("--landmarks", is_flag=True, help="Also draw the five landmarks of each face (eyes, nose, mouth corners)."),
     ]
+    command = detector_options(command)  # listed after the input options in --help
     for option in reversed(options):
         command = option(command)
-    return detector_options(command)
+    return command
 
 
 @main.command(epilog=EXIT_CODES)
