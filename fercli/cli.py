@@ -266,13 +266,19 @@ def show_predict_summary(summary, output: Path) -> None:
 @click.option("--jsonl", is_flag=True, help="Also write predictions.jsonl.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--landmarks", is_flag=True, help="Also draw the five landmarks of each face.")
-def video(videos, camera, show, output, model_name, every, detect_scale, smooth, max_frames, no_video, jsonl, quiet, landmarks, **detector):
+# The choices repeat fercli.videoio.CODECS so that --help need not import PyAV (a test keeps them equal).
+@click.option("--codec", type=click.Choice(["h264", "hevc", "mpeg4", "mjpeg"]), default="h264", show_default=True,
+              help="Codec of the annotated video: h264, hevc, mpeg4 (.mp4) or mjpeg (.avi).")
+def video(videos, camera, show, output, model_name, every, detect_scale, smooth, max_frames, no_video, jsonl, quiet,
+          landmarks, codec, **detector):
     """Annotate video files (or a live camera) frame by frame.
 
-    Writes OUTPUT/<name> (same size and frame rate, every frame; no audio),
-    OUTPUT/predictions.csv with one row per face per frame (frame, time_s,
-    track), and per video a timeline plot (<name>.timeline.png) and a summary
-    of the time each face spends in each emotion (<name>.summary.json).
+    Writes OUTPUT/<name>.mp4 (H.264 that browsers play, every frame at its own
+    time, the input's audio kept; an input's folders are mirrored under
+    OUTPUT), OUTPUT/predictions.csv with one row per face per frame (frame,
+    time_s: the frame's real time, track), and per video a timeline plot
+    (<name>.timeline.png, its data in <name>.timeline.csv) and a summary of the
+    time each face spends in each emotion (<name>.summary.json).
 
     \b
     Examples:
@@ -294,13 +300,12 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
     else:
         scaling = {"detect_scale": detect_scale}
     analyzer = make_analyzer(model_name, **scaling, **detector)
+    common = dict(save_video=not no_video, jsonl=jsonl, on_error=warn, progress=not quiet, draw_landmarks=landmarks, codec=codec)
     if camera is not None:
-        report, summary = run_camera(camera, analyzer, out, every, smooth, show, max_frames, not no_video,
-                                     on_error=warn, draw_landmarks=landmarks)
+        report, summary = run_camera(camera, analyzer, out, every, smooth, show, max_frames, **common)
         show_video_summary([(report, summary)], out)
         sys.exit(0)
-    done, failed = run_videos(files, analyzer, out, every, smooth, show, not no_video, jsonl, on_error=warn,
-                              progress=not quiet, draw_landmarks=landmarks)
+    done, failed = run_videos(files, analyzer, out, every, smooth, show, **common)
     show_video_summary(done, out)
     sys.exit(1 if failed else 0)
 

@@ -1,5 +1,7 @@
 """`fercli video`: annotate video files (or a live camera) through the shared
-pipeline, with frame skipping, IoU track ids and per-track smoothing."""
+pipeline, with frame skipping, IoU track ids and per-track smoothing. Files are
+read and written through PyAV (fercli.videoio): every frame at its own time,
+H.264 with the input's audio."""
 from __future__ import annotations
 
 import json
@@ -10,6 +12,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -19,11 +22,9 @@ from fercli.annotate import colour_for, draw_faces
 from fercli.errors import UserError
 from fercli.pipeline import Face
 from fercli.sinks import RecordSink
+from fercli.videoio import CODECS, DEFAULT_CODEC, VideoFrame, VideoReader, VideoWriter
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
-# Container -> codec OpenCV's bundled FFmpeg can write; anything else becomes .mp4.
-WRITERS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
-MAX_BAD_FRAMES = 25  # consecutive unreadable frames before a file counts as ended
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
 
 
 def iou(a, b) -> float:
@@ -105,8 +106,17 @@ class VideoReport:
                 "processing_fps": round(self.frames / self.wall_s, 1) if self.wall_s else None}
 
 
-def collect_videos(paths: tuple[str, ...]) -> list[Path]:
-    videos = []
+@dataclass
+class VideoInput:
+    path: Path
+    relative: Path   # where its outputs go under the output folder (the input tree mirrored)
+
+
+def collect_videos(paths: tuple[str, ...]) -> list[VideoInput]:
+    """The videos named or found in the folders named, each with the path its
+    outputs take under -o: relative to the folder all of them share, so two
+    videos of the same name in different folders keep different outputs."""
+    videos: list[Path] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
@@ -120,24 +130,33 @@ def collect_videos(paths: tuple[str, ...]) -> list[Path]:
             raise UserError(f"{path} does not exist.")
     if not videos:
         raise UserError("no video given: pass video files or a folder, or --camera N.")
-    return videos
+    base = Path(os.path.commonpath([str(p.resolve().parent) for p in videos]))
+    return [VideoInput(p, p.resolve().relative_to(base)) for p in videos]
 
 
-def output_video_path(output: Path, source: Path) -> Path:
-    suffix = source.suffix.lower() if source.suffix.lower() in WRITERS else ".mp4"
-    return output / f"{source.stem}{suffix}"
+def output_video_path(output: Path, item: VideoInput, inputs: set[Path], codec: str = DEFAULT_CODEC) -> Path:
+    """The annotated copy's path: the input's place under `output`, in the
+    codec's container; never one of the inputs."""
+    path = output / item.relative.with_suffix(CODECS[codec][1])
+    if path.resolve() in inputs:
+        path = path.with_name(f"{path.stem}.annotated{path.suffix}")
+    return path
 
 
 class ThreadedCamera:
     """Reads a live device on its own thread, keeping only the newest frame,
-    so capture never waits for inference."""
+    so capture never waits for inference. Frames are timed by the clock when
+    they were read."""
 
     def __init__(self, index: int):
         self.capture = cv2.VideoCapture(index)
         if not self.capture.isOpened():
             raise UserError(f"camera {index} could not be opened (no such device, or it is busy).")
+        fps = self.capture.get(cv2.CAP_PROP_FPS) or 0.0
+        self.fps = fps if 0 < fps < 1000 else 30.0
         self.frames: queue.Queue = queue.Queue(maxsize=1)
         self.running = True
+        self.start = time.monotonic()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -152,15 +171,18 @@ class ThreadedCamera:
                     self.frames.get_nowait()
                 except queue.Empty:
                     pass
-            self.frames.put(frame)
+            self.frames.put((time.monotonic() - self.start, frame))
         self.frames.put(None)
 
-    def read(self):
-        frame = self.frames.get()
-        return (frame is not None), frame
-
-    def get(self, prop):
-        return self.capture.get(prop)
+    def __iter__(self):
+        index = 0
+        while True:
+            item = self.frames.get()
+            if item is None:
+                return
+            seconds, image = item
+            yield VideoFrame(index, seconds, image, round(seconds * 1000))
+            index += 1
 
     def release(self):
         self.running = False
@@ -172,67 +194,54 @@ def display_available() -> bool:
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def process_stream(capture, source: str, analyzer, sink: RecordSink, out_path: Path | None, every: int,
-                   smooth: int, show: bool = False, live: bool = False, max_frames: int | None = None,
+def process_stream(frames, source: str, analyzer, sink: RecordSink, writer, every: int, smooth: int,
+                   fps: float, total: int = 0, show: bool = False, max_frames: int | None = None,
                    on_error=None, progress: bool = True, draw_landmarks: bool = False) -> VideoReport:
-    """Run every frame of `capture` through the pipeline (classifying every
-    `every`-th frame, carrying tracks in between), writing the annotated video
-    and one CSV row per face per frame."""
+    """Run every frame through the pipeline (classifying every `every`-th
+    frame, carrying tracks in between), writing each annotated frame at its own
+    time and one CSV row per face per frame. A frame that does not decode is
+    reported and the previous annotated frame stands at its time."""
     from tqdm import tqdm
 
-    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-    fps = fps if 0 < fps < 1000 else 25.0
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
-    report = VideoReport(source, fps=fps, output=str(out_path or ""))
+    report = VideoReport(source, fps=fps, output=str(writer.path if writer else ""))
     tracker = Tracker(analyzer.classes, smooth=smooth)
-    writer, faces, last_frame, last_annotated, index, bad_run = None, [], None, None, 0, 0
+    faces, last_annotated, count = [], None, 0
     start = time.perf_counter()
     bar = tqdm(total=total or None, desc=Path(source).name[:30], unit="frame", disable=not progress, file=sys.stderr)
     try:
-        while max_frames is None or index < max_frames:
-            ok, frame = capture.read()
-            if not ok or frame is None:
-                # Past the end, or a broken frame: keep going a little when frames should remain.
-                if live or index >= total or bad_run >= MAX_BAD_FRAMES or last_frame is None:
-                    break
-                bad_run += 1
-                report.bad_frames.append(index)
+        for frame in frames:
+            if max_frames is not None and count >= max_frames:
+                break
+            count += 1
+            bar.update(1)
+            if frame.image is None:
+                report.bad_frames.append(frame.index)
                 if on_error:
-                    on_error(source, f"frame {index} unreadable, skipped (the previous frame is repeated)")
-                sink.write(source, [], status="error: unreadable frame", frame=index, time_s=index / fps)
-                frame = last_frame
+                    on_error(source, f"frame {frame.index} unreadable, skipped (the previous frame is repeated)")
+                sink.write(source, [], status="error: unreadable frame", frame=frame.index, time_s=frame.time_s)
                 annotated = last_annotated
             else:
-                bad_run = 0
-                if index % every == 0:
-                    faces = tracker.update(analyzer.classify(frame, analyzer.detect(frame)), index)
+                if frame.index % every == 0:
+                    faces = tracker.update(analyzer.classify(frame.image, analyzer.detect(frame.image)), frame.index)
                     report.analysed += 1
-                sink.write(source, faces, frame=index, time_s=index / fps)
+                sink.write(source, faces, frame=frame.index, time_s=frame.time_s)
                 for face in faces:
-                    report.timeline.setdefault(face.track, []).append((index / fps, [face.probabilities[c] for c in analyzer.classes]))
-                annotated = draw_faces(frame, faces, draw_landmarks)
-            if out_path is not None:
-                if writer is None:
-                    out_path.parent.mkdir(parents=True, exist_ok=True)
-                    fourcc = cv2.VideoWriter_fourcc(*WRITERS.get(out_path.suffix.lower(), "mp4v"))
-                    writer = cv2.VideoWriter(str(out_path), fourcc, fps, (frame.shape[1], frame.shape[0]))
-                    if not writer.isOpened():
-                        raise UserError(f"cannot write video {out_path}.")
-                writer.write(annotated)
+                    report.timeline.setdefault(face.track, []).append((frame.time_s, [face.probabilities[c] for c in analyzer.classes]))
+                annotated = draw_faces(frame.image, faces, draw_landmarks)
+            if annotated is None:
+                continue
+            if writer is not None:
+                writer.write(frame, annotated)
             if show:
                 cv2.imshow(f"fercli - {Path(source).name} (q quits)", annotated)
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                     break
-            last_frame, last_annotated = frame, annotated
-            index += 1
-            bar.update(1)
+            last_annotated = annotated
     finally:
         bar.close()
-        if writer is not None:
-            writer.release()
         if show:
             cv2.destroyAllWindows()
-    report.frames = index
+    report.frames = count
     report.wall_s = time.perf_counter() - start
     return report
 
@@ -253,66 +262,94 @@ def timeline_plot(report: VideoReport, classes: list[str], path: Path) -> None:
     cv2.imwrite(str(path), np.concatenate(panels, axis=0))
 
 
+def write_timeline_csv(report: VideoReport, classes: list[str], path: Path) -> None:
+    """The timeline plot's data: one row per track per analysed or carried frame."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["track", "time_s"] + [f"p_{c}" for c in classes])
+        for track, points in sorted(report.timeline.items()):
+            for seconds, probabilities in points:
+                writer.writerow([track, round(seconds, 4)] + [round(p, 4) for p in probabilities])
+
+
 def write_video_summary(report: VideoReport, classes: list[str], output: Path, stem: str) -> dict:
     summary = report.summary(classes)
     timeline_plot(report, classes, output / f"{stem}.timeline.png")
+    write_timeline_csv(report, classes, output / f"{stem}.timeline.csv")
     (output / f"{stem}.summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def open_video(path: Path):
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        capture.release()
-        raise ValueError("not a readable video")
-    return capture
-
-
-def run_videos(videos: list[Path], analyzer, output: Path, every: int, smooth: int, show: bool,
+def run_videos(videos: list[VideoInput], analyzer, output: Path, every: int, smooth: int, show: bool,
                save_video: bool = True, jsonl: bool = False, on_error=None, progress: bool = True,
-               draw_landmarks: bool = False):
+               draw_landmarks: bool = False, codec: str = DEFAULT_CODEC):
     """Every file in turn; an unreadable one is reported and the others go on.
     Returns ([(report, summary)], [(source, reason)])."""
     done, failed = [], []
+    inputs = {item.path.resolve() for item in videos}
+
+    def fail(source: str, reason: str, sink: RecordSink) -> None:
+        failed.append((source, reason))
+        sink.write(source, [], status=f"error: {reason}")
+        if on_error:
+            on_error(source, reason)
+
     with RecordSink(output / "predictions.csv", analyzer.classes, video=True,
                     jsonl_path=output / "predictions.jsonl" if jsonl else None) as sink:
-        for path in videos:
-            source = str(path)
+        for item in videos:
+            source = str(item.path)
             try:
-                capture = open_video(path)
+                reader = VideoReader(item.path)
             except ValueError as exc:
-                failed.append((source, str(exc)))
-                sink.write(source, [], status=f"error: {exc}")
-                if on_error:
-                    on_error(source, str(exc))
+                fail(source, str(exc), sink)
                 continue
-            try:
-                out_path = output_video_path(output, path) if save_video else None
-                report = process_stream(capture, source, analyzer, sink, out_path, every, smooth, show=show,
-                                        on_error=on_error, progress=progress, draw_landmarks=draw_landmarks)
-            finally:
-                capture.release()
+            out_path = output_video_path(output, item, inputs, codec) if save_video else None
+            if out_path is not None and out_path.name != item.relative.with_suffix(out_path.suffix).name and on_error:
+                on_error(source, f"its annotated copy is {out_path}, not to overwrite the input")
+            with reader:
+                writer = VideoWriter(out_path, reader, codec) if out_path is not None else None
+                try:
+                    report = process_stream(reader, source, analyzer, sink, writer, every, smooth, reader.fps,
+                                            reader.frames_expected, show=show, on_error=on_error, progress=progress,
+                                            draw_landmarks=draw_landmarks)
+                finally:
+                    if writer is not None:
+                        writer.close()
             if report.frames == 0:
-                failed.append((source, "no frame could be decoded"))
-                sink.write(source, [], status="error: no frame could be decoded")
-                if on_error:
-                    on_error(source, "no frame could be decoded")
+                fail(source, "no frame could be decoded", sink)
                 continue
-            if report.bad_frames:
+            if reader.error:
+                fail(source, reader.error, sink)
+            elif reader.frames_expected and report.frames < reader.frames_expected:
+                fail(source, f"the video ends after {report.frames} of the {reader.frames_expected} frames its header "
+                             "announces (truncated or damaged)", sink)
+            elif report.bad_frames:
                 failed.append((source, f"{len(report.bad_frames)} unreadable frame(s) skipped"))
-            done.append((report, write_video_summary(report, analyzer.classes, output, path.stem)))
+            stem = (output / item.relative).with_suffix("")
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            done.append((report, write_video_summary(report, analyzer.classes, stem.parent, stem.name)))
     return done, failed
 
 
 def run_camera(index: int, analyzer, output: Path, every: int, smooth: int, show: bool,
-               max_frames: int | None, save_video: bool = True, on_error=None, draw_landmarks: bool = False):
+               max_frames: int | None, save_video: bool = True, jsonl: bool = False, on_error=None,
+               progress: bool = True, draw_landmarks: bool = False, codec: str = DEFAULT_CODEC):
     camera = ThreadedCamera(index)
     source = f"camera:{index}"
     try:
-        with RecordSink(output / "predictions.csv", analyzer.classes, video=True) as sink:
-            out_path = output / f"camera{index}.mp4" if save_video else None
-            report = process_stream(camera, source, analyzer, sink, out_path, every, smooth, show=show, live=True,
-                                    max_frames=max_frames, on_error=on_error, draw_landmarks=draw_landmarks)
+        with RecordSink(output / "predictions.csv", analyzer.classes, video=True,
+                        jsonl_path=output / "predictions.jsonl" if jsonl else None) as sink:
+            out_path = output / f"camera{index}{CODECS[codec][1]}" if save_video else None
+            writer = VideoWriter(out_path, None, codec, fps=camera.fps, time_base=Fraction(1, 1000)) if out_path else None
+            try:
+                report = process_stream(camera, source, analyzer, sink, writer, every, smooth, camera.fps, show=show,
+                                        max_frames=max_frames, on_error=on_error, progress=progress,
+                                        draw_landmarks=draw_landmarks)
+            finally:
+                if writer is not None:
+                    writer.close()
     finally:
         camera.release()
     return report, write_video_summary(report, analyzer.classes, output, f"camera{index}")

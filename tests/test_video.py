@@ -2,11 +2,11 @@ import csv
 import json
 
 import cv2
-import numpy as np
 import pytest
 
 from fercli.pipeline import Face
 from fercli.video import Tracker, iou
+from tests.clips import phone_clip, video_streams
 from tests.conftest import box_hits, findable_faces, run, textured_background
 
 
@@ -44,9 +44,9 @@ def test_video_file_annotated_with_every_frame_and_tracks(tmp_path):
     truth = make_clip(tmp_path / "clip.avi", frames=60)
     result = run("video", tmp_path / "clip.avi", "-o", tmp_path / "out", "--jsonl")
     assert result.exit_code == 0, result.stderr
-    annotated = cv2.VideoCapture(str(tmp_path / "out" / "clip.avi"))
-    assert annotated.get(cv2.CAP_PROP_FRAME_COUNT) == 60 and annotated.get(cv2.CAP_PROP_FPS) == pytest.approx(25)
-    assert (annotated.get(cv2.CAP_PROP_FRAME_WIDTH), annotated.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (640, 480)
+    annotated = video_streams(tmp_path / "out" / "clip.mp4")
+    assert annotated["video_codec"] == "h264" and annotated["size"] == (640, 480)
+    assert annotated["times"] == pytest.approx([i / 25 for i in range(60)], abs=1e-3)
     rows = rows_of(tmp_path / "out" / "predictions.csv")
     assert {"frame", "time_s", "track", "emotion", "confidence", "status"} <= set(rows[0])
     covered = sum(any(box_hits(tuple(int(r[k]) for k in "xywh"), box) for r in rows if int(r["frame"]) == f)
@@ -59,7 +59,40 @@ def test_video_file_annotated_with_every_frame_and_tracks(tmp_path):
     for info in summary["tracks"].values():
         assert sum(info["share"].values()) == pytest.approx(1.0, abs=1e-3)
     assert (tmp_path / "out" / "clip.timeline.png").stat().st_size > 1000
+    timeline = rows_of(tmp_path / "out" / "clip.timeline.csv")
+    assert {r["track"] for r in timeline} == {r["track"] for r in rows}
     assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_phone_clip_keeps_its_audio_and_every_frame_time(tmp_path):
+    """H.264 + AAC with irregular frame times in, H.264 + the same audio out, each frame at its own time."""
+    times = phone_clip(tmp_path / "phone.mp4", frames=48)
+    result = run("video", tmp_path / "phone.mp4", "-o", tmp_path / "out", "--every", 1)
+    assert result.exit_code == 0, result.stderr
+    source, annotated = video_streams(tmp_path / "phone.mp4"), video_streams(tmp_path / "out" / "phone.mp4")
+    assert annotated["video_codec"] == "h264" and annotated["audio_codec"] == "aac"
+    assert annotated["audio_packets"] == source["audio_packets"] > 0
+    assert annotated["times"] == pytest.approx(times, abs=0.002) and len(annotated["times"]) == 48
+    rows = rows_of(tmp_path / "out" / "predictions.csv")
+    assert [float(r["time_s"]) for r in rows] == pytest.approx(times, abs=0.002)
+
+
+def test_outputs_never_overwrite_inputs_and_same_names_stay_apart(tmp_path):
+    (tmp_path / "v").mkdir()
+    phone_clip(tmp_path / "v" / "clip.mp4", frames=10)
+    before = (tmp_path / "v" / "clip.mp4").read_bytes()
+    result = run("video", tmp_path / "v" / "clip.mp4", "-o", tmp_path / "v")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "v" / "clip.mp4").read_bytes() == before
+    assert len(video_streams(tmp_path / "v" / "clip.annotated.mp4")["times"]) == 10
+    for name in ("a", "b"):
+        (tmp_path / "two" / name).mkdir(parents=True)
+        phone_clip(tmp_path / "two" / name / "clip.mp4", frames=6 if name == "a" else 8)
+    result = run("video", tmp_path / "two", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert len(video_streams(tmp_path / "out" / "a" / "clip.mp4")["times"]) == 6
+    assert len(video_streams(tmp_path / "out" / "b" / "clip.mp4")["times"]) == 8
+    assert (tmp_path / "out" / "a" / "clip.summary.json").is_file() and (tmp_path / "out" / "b" / "clip.summary.json").is_file()
 
 
 def test_unreadable_video_does_not_stop_the_others(tmp_path):
@@ -71,13 +104,17 @@ def test_unreadable_video_does_not_stop_the_others(tmp_path):
     rows = rows_of(tmp_path / "out" / "predictions.csv")
     assert any(r["source"].endswith("broken.avi") and r["status"].startswith("error") for r in rows)
     assert {int(r["frame"]) for r in rows if r["source"].endswith("good.mp4")} == set(range(20))
-    assert cv2.VideoCapture(str(tmp_path / "out" / "good.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 20
+    assert len(video_streams(tmp_path / "out" / "good.mp4")["times"]) == 20
+
+
+def mjpeg_clip_bytes(tmp_path, frames=30) -> bytearray:
+    make_clip(tmp_path / "clip.avi", frames=frames)
+    return bytearray((tmp_path / "clip.avi").read_bytes())
 
 
 def test_broken_frame_in_the_middle_is_skipped(tmp_path):
     """An MJPEG frame overwritten with garbage: reported, the rest of the video goes on."""
-    make_clip(tmp_path / "clip.avi", frames=30)
-    data = bytearray((tmp_path / "clip.avi").read_bytes())
+    data = mjpeg_clip_bytes(tmp_path)
     starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
     middle = starts[15]
     data[middle:middle + 4000] = bytes(4000)  # frame 15 no longer decodes
@@ -88,7 +125,27 @@ def test_broken_frame_in_the_middle_is_skipped(tmp_path):
     assert max(frames) == 29 and "Traceback" not in result.stderr
     assert result.exit_code == 1 and "frame 15 unreadable" in result.stderr
     assert [r["status"] for r in rows if r["frame"] == "15"] == ["error: unreadable frame"]
-    assert cv2.VideoCapture(str(tmp_path / "out" / "clip.avi")).get(cv2.CAP_PROP_FRAME_COUNT) == 30
+    assert len(video_streams(tmp_path / "out" / "clip.mp4")["times"]) == 30  # frame 15 shows frame 14 at its time
+
+
+def test_truncated_video_says_how_many_frames_it_had_and_invents_none(tmp_path):
+    data = mjpeg_clip_bytes(tmp_path, frames=30)
+    (tmp_path / "clip.avi").write_bytes(bytes(data[:len(data) // 2]))
+    result = run("video", tmp_path / "clip.avi", "-o", tmp_path / "out", "--every", 1)
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    rows = rows_of(tmp_path / "out" / "predictions.csv")
+    read = {int(r["frame"]) for r in rows if r["frame"]}
+    assert 5 < len(read) < 30 and read == set(range(len(read)))
+    assert rows[-1]["status"] == f"error: the video ends after {len(read)} of the 30 frames its header announces (truncated or damaged)"
+    assert len(video_streams(tmp_path / "out" / "clip.mp4")["times"]) == len(read)
+
+
+def test_codec_choices_match_the_writer():
+    import fercli.videoio
+    from fercli.cli import video
+
+    choices = next(p for p in video.params if p.name == "codec").type.choices
+    assert list(choices) == list(fercli.videoio.CODECS)
 
 
 def test_no_video_given_and_missing_camera(tmp_path):

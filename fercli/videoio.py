@@ -1,0 +1,224 @@
+"""Video files through PyAV (FFmpeg's libraries): frames with their real
+presentation times in, annotated frames out at those same times, H.264 in an
+.mp4 that browsers play, with the input's audio carried over.
+
+    with VideoReader(path) as reader, VideoWriter(out, reader) as writer:
+        for frame in reader:                 # VideoFrame: index, time_s, image (BGR), pts
+            writer.write(frame, annotated_image)
+            ...
+        # the audio packets the reader met went to the writer as they came
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+# Containers and the audio codecs they take as they are; other audio is re-encoded to AAC.
+CODECS = {"h264": ("libx264", ".mp4"), "hevc": ("libx265", ".mp4"), "mpeg4": ("mpeg4", ".mp4"), "mjpeg": ("mjpeg", ".avi")}
+DEFAULT_CODEC = "h264"
+AUDIO_COPY = {".mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}, ".avi": {"mp3", "ac3", "pcm_s16le"}}
+AUDIO_ENCODER = {".mp4": "aac", ".avi": "mp3"}
+
+
+def _quiet_ffmpeg() -> None:
+    """FFmpeg's own warnings about a damaged file go nowhere: fercli says what happened in one sentence."""
+    import av.logging
+
+    av.logging.set_level(av.logging.PANIC)
+    logging.getLogger("libav").setLevel(logging.CRITICAL)
+
+
+@dataclass
+class VideoFrame:
+    index: int               # 0, 1, 2, ... in presentation order
+    time_s: float            # presentation time in seconds
+    image: np.ndarray | None  # BGR; None for a frame that could not be decoded
+    pts: int | None          # presentation time in the stream's time base
+
+
+class VideoReader:
+    """Decodes a video file's frames in presentation order with their times.
+    Audio packets met on the way are handed to `on_audio` (the writer) untouched.
+    A packet that does not decode gives a VideoFrame with `image` None; a file
+    that ends early stops there (`frames_expected` says what its header promised)."""
+
+    def __init__(self, path: str | Path):
+        import av
+
+        _quiet_ffmpeg()
+        try:
+            self.container = av.open(str(path))
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not a readable video ({_reason(exc)})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise ValueError("no video stream in the file")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
+        self.time_base = self.stream.time_base or Fraction(1, 90000)
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.fps = float(rate) if rate else 25.0
+        self.frames_expected = int(self.stream.frames or 0)
+        self.width, self.height = self.stream.codec_context.width, self.stream.codec_context.height
+        self.on_audio = None
+        self.error: str | None = None   # why decoding stopped early, if it did
+
+    def __iter__(self):
+        import av
+
+        streams = [self.stream] + ([self.audio] if self.audio is not None else [])
+        index, last_pts = 0, None
+        try:
+            for packet in self.container.demux(*streams):
+                if packet.stream is self.audio:
+                    if packet.dts is not None and self.on_audio:
+                        self.on_audio(packet)
+                    continue
+                try:
+                    decoded = packet.decode()
+                except av.error.InvalidDataError:
+                    if packet.size == 0:
+                        continue
+                    pts = packet.pts
+                    yield VideoFrame(index, self._time(pts, index), None, pts)
+                    index += 1
+                    continue
+                for frame in decoded:
+                    pts = frame.pts if frame.pts is not None else None
+                    if pts is not None and last_pts is not None and pts <= last_pts:
+                        pts = last_pts + 1  # a repeated timestamp would stop the encoder
+                    last_pts = pts if pts is not None else last_pts
+                    yield VideoFrame(index, self._time(pts, index), frame.to_ndarray(format="bgr24"), pts)
+                    index += 1
+        except (av.FFmpegError, OSError) as exc:
+            self.error = f"the file ends in damaged data after {index} frames ({_reason(exc)})"
+
+    def _time(self, pts, index: int) -> float:
+        return float(pts * self.time_base) if pts is not None else index / self.fps
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class VideoWriter:
+    """Encodes annotated frames at the reader's frame times (same time base,
+    same pts), H.264 yuv420p in an .mp4 with `+faststart` by default, and muxes
+    the reader's audio: copied where the container takes the codec, else
+    re-encoded. Frames of odd width or height get one black pixel row/column
+    (H.264's 4:2:0 needs even sides)."""
+
+    def __init__(self, path: Path, reader: VideoReader | None = None, codec: str = DEFAULT_CODEC,
+                 fps: float = 25.0, time_base: Fraction | None = None):
+        import av
+
+        encoder, suffix = CODECS[codec]
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        options = {"movflags": "+faststart"} if suffix == ".mp4" else {}
+        self.container = av.open(str(path), "w", options=options)
+        self.encoder, self.suffix = encoder, suffix
+        self.time_base = (reader.time_base if reader else time_base) or Fraction(1, 1000)
+        self.fps = reader.fps if reader else fps
+        self.video = self.audio = None
+        self.audio_in = reader.audio if reader else None
+        self.audio_copy = False
+        self.pending_audio: list = []
+        self.video_started = False
+        self.last_pts = None
+        if self.audio_in is not None:
+            reader.on_audio = self.write_audio
+
+    def _open_streams(self, width: int, height: int) -> None:
+        """Video first, then the audio: both before the container writes its header."""
+        stream = self.container.add_stream(self.encoder, rate=Fraction(self.fps).limit_denominator(1001))
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p" if self.encoder != "mjpeg" else "yuvj420p"
+        stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
+        if self.encoder == "libx264":
+            stream.options = {"crf": "20", "preset": "veryfast"}
+        self.video = stream
+        if self.audio_in is not None:
+            source = self.audio_in.codec_context
+            self.audio_copy = source.name in AUDIO_COPY.get(self.suffix, set())
+            self.audio = (self.container.add_stream_from_template(self.audio_in) if self.audio_copy
+                          else self.container.add_stream(AUDIO_ENCODER[self.suffix], rate=source.sample_rate or 44100))
+
+    def write(self, frame: VideoFrame, image: np.ndarray) -> None:
+        """`image` (BGR, the frame's size) at `frame`'s time."""
+        import av
+
+        height, width = image.shape[:2]
+        if self.video is None:
+            self._open_streams(width, height)
+        if width % 2 or height % 2:
+            image = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)))
+        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        pts = frame.pts if frame.pts is not None else round(frame.time_s / self.time_base)
+        if self.last_pts is not None and pts <= self.last_pts:
+            pts = self.last_pts + 1
+        self.last_pts = pts
+        out.pts, out.time_base = pts, self.time_base
+        self._mux(self.video.encode(out))
+
+    def write_audio(self, packet) -> None:
+        if not self.video_started or self.audio is None:  # the MP4 muxer takes no packet before the video's first one
+            self.pending_audio.append(packet)
+            return
+        if self.audio_copy:
+            packet.stream = self.audio
+            self.container.mux(packet)
+            return
+        import av
+
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            return
+        for frame in frames:
+            frame.pts = None
+            self.container.mux(self.audio.encode(frame))
+
+    def _mux(self, packets) -> None:
+        if packets and not self.video_started:
+            self.container.mux(packets)
+            self.video_started = True
+            pending, self.pending_audio = self.pending_audio, []
+            for packet in pending:
+                self.write_audio(packet)
+            return
+        if packets:
+            self.container.mux(packets)
+
+    def close(self) -> None:
+        if self.video is None:  # no frame came: nothing to write
+            self.container.close()
+            self.path.unlink(missing_ok=True)
+            return
+        if self.video is not None:
+            self._mux(self.video.encode(None))
+        if self.audio is not None and not self.audio_copy:
+            self.container.mux(self.audio.encode(None))
+        self.container.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _reason(exc: Exception) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.strip().splitlines()[0] if text and text.strip() else type(exc).__name__
