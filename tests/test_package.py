@@ -50,7 +50,12 @@ def test_models_lists_the_shipped_models():
     assert result.exit_code == 0, result.stderr
     accuracy, _ = recorded_accuracy(read_metadata(resolve_model_path(None)), default_precision())
     assert "default" in result.output and f"{accuracy:.2%}" in result.output
-    assert "crops/s" in result.output
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in result.output.splitlines() if line.startswith("│")}
+    header = [c.strip() for c in next(l for l in result.output.splitlines() if "crops/s" in l).split("┃")[2:-1]]
+    speeds = {name: float(cells[header.index("crops/s")].replace(",", "")) for name, cells in rows.items()}
+    assert set(speeds) == {"default", "accurate", "fast"} and all(v > 0 for v in speeds.values())
+    assert speeds["fast"] > speeds["accurate"]  # one network against four, each on four views
     assert "classes of default, accurate, fast: angry, disgust, fear, happy, neutral, sad, surprise" in result.output
 
 

@@ -57,11 +57,13 @@ def test_eval_json_matches_the_model(tiny_model, fer_sample, tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert set(report) >= {"accuracy", "n", "classes", "per_class", "confusion", "model"}
     assert report["n"] == 105 and np.sum(report["confusion"]) == 105
-    # The reported accuracy is what the model really scores on these images.
+    # The reported accuracy is what the saved network scores on these images, run by Keras itself
+    # (not fercli's folded, possibly bfloat16 inference copy: a near tie may flip, so within 2 images).
     from fercli.data import read_class_folders
+    from fercli.model import load_keras_model
     data = read_class_folders(fer_sample / "val")
-    predicted = EmotionModel(tiny_model).predict(data.images).argmax(axis=1)
-    assert report["accuracy"] == pytest.approx(float(np.mean(predicted == data.labels)))
+    predicted = load_keras_model(tiny_model).predict(data.images[..., None].astype("float32"), verbose=0).argmax(axis=1)
+    assert report["accuracy"] == pytest.approx(float(np.mean(predicted == data.labels)), abs=2 / 105)
     assert "precision" in result.output and (tmp_path / f"eval_tiny.confusion.png").stat().st_size > 1000
     assert (tmp_path / "eval_tiny.confusion.csv").read_text().startswith("true \\ predicted,angry")
 
