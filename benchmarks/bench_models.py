@@ -21,7 +21,8 @@ def main():
     args = parser.parse_args()
 
     from fercli.evaluate import evaluate
-    from fercli.model import EmotionModel, measure_crops_per_s, read_metadata, shipped_models
+    from fercli.inference import EmotionModel, measure_crops_per_s
+    from fercli.modelfile import read_metadata, shipped_models
 
     have_data = Path(args.data).is_dir()
     print(f"{'model':<10} {'params':>8} {'PublicTest':>10} {'fp32 crops/s':>13} {'bf16 crops/s':>13}")

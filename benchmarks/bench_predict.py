@@ -37,7 +37,7 @@ def main():
     help_s = best_of(5, lambda: subprocess.run([sys.executable, "-m", "fercli", "--help"], capture_output=True, cwd=REPO))
     print(f"fercli --help: {help_s * 1000:.0f} ms (best of 5)")
 
-    from fercli.model import EmotionModel
+    from fercli.inference import EmotionModel
     model = EmotionModel(args.model)
     size = model.input_size
     for batch in (1, 64):

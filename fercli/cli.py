@@ -16,12 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 EXIT_CODES = "Exit codes: 0 success, 1 some inputs failed, 2 usage error (bad option, nothing to read, missing or corrupt model)."
 
 
-def console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
 def warn(path: str, reason: str) -> None:
     click.echo(f"warning: {path}: {reason}", err=True)
 
@@ -103,6 +97,7 @@ def eval_command(data, model_name, split, json_path, output, record):
     Example:  fercli eval ../shared/data/fer2013/val --json r.json
     """
     from fercli.evaluate import evaluate, write_json, write_reports
+    from fercli.report import show_scores
 
     result, model = evaluate(data, model_name, split, warn=warn)
     show_scores(result, model.name)
@@ -111,14 +106,13 @@ def eval_command(data, model_name, split, json_path, output, record):
         write_json(result, Path(json_path))
         written.append(Path(json_path))
     if record:
-        from fercli.model import record_accuracy
+        from fercli.modelfile import record_accuracy
 
         record_accuracy(model.path, result, model.precision)
         written.append(model.path)
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
-VIDEO_DETECT_SIDE = 960  # video frames are detected at most this large: a 720p frame at 0.75, as fast as haar at 0.5
 # The detector names repeat fercli.detect.DETECTORS so that --help need not import it (a test keeps them equal).
 DETECTOR_NAMES = ["centerface", "haar"]
 
@@ -209,6 +203,7 @@ def explain(**options):
 def predict_images(path, recursive, output, model_name, no_images, jsonl, resume, quiet, explain, explain_class, landmarks, **detector):
     from fercli.data import canonical_class
     from fercli.predict import collect_inputs, run_predict
+    from fercli.report import show_predict_summary
 
     out = Path(output)
     inputs, not_images = collect_inputs(path, recursive, out)
@@ -227,28 +222,6 @@ def predict_images(path, recursive, output, model_name, no_images, jsonl, resume
                           explainer=explainer, explain_class=explain_class, draw_landmarks=landmarks)
     show_predict_summary(summary, out)
     sys.exit(1 if summary.failed else 0)
-
-
-def show_predict_summary(summary, output: Path) -> None:
-    from rich.table import Table
-
-    table = Table(title="fercli predict", show_header=False)
-    table.add_column(justify="left")
-    table.add_column(justify="right")
-    table.add_row("images processed", str(summary.images))
-    table.add_row("faces", str(summary.faces))
-    for emotion, count in summary.emotions.most_common():
-        table.add_row(f"  {emotion}", str(count))
-    if summary.already_done:
-        table.add_row("already in the CSV (resume)", str(summary.already_done))
-    table.add_row("skipped (not images)", str(summary.not_images))
-    table.add_row("failed", str(len(summary.failed)))
-    if summary.explained:
-        table.add_row("heat maps written", str(summary.explained))
-    rate = summary.images / summary.wall_s if summary.wall_s else 0.0
-    table.add_row("wall time", f"{summary.wall_s:.1f} s ({rate:.1f} images/s)")
-    table.add_row("results", str(output / "predictions.csv"))
-    console(stderr=True).print(table)
 
 
 @main.command(epilog=EXIT_CODES)
@@ -286,20 +259,15 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
       fercli video clips/ -o annotated --every 1
       fercli video --camera 0 --show
     """
-    from fercli.video import collect_videos, display_available, run_camera, run_videos
+    from fercli.report import show_video_summary
+    from fercli.video import collect_videos, detection_scaling, display_available, run_camera, run_videos
 
     if show and not display_available():
         click.echo("note: --show needs a display and none was found here; writing files only.", err=True)
         show = False
-    if camera is None and not videos:
-        raise UserError("no video given: pass video files or a folder, or --camera N.")
     files = collect_videos(videos) if camera is None else []
     out = Path(output)
-    if detect_scale is None:
-        scaling = {"detect_scale": 0.5} if detector["detector"] == "haar" else {"max_side": VIDEO_DETECT_SIDE}
-    else:
-        scaling = {"detect_scale": detect_scale}
-    analyzer = make_analyzer(model_name, **scaling, **detector)
+    analyzer = make_analyzer(model_name, **detection_scaling(detector["detector"], detect_scale), **detector)
     common = dict(save_video=not no_video, jsonl=jsonl, on_error=warn, progress=not quiet, draw_landmarks=landmarks, codec=codec)
     if camera is not None:
         report, summary = run_camera(camera, analyzer, out, every, smooth, show, max_frames, **common)
@@ -310,28 +278,10 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
     sys.exit(1 if failed else 0)
 
 
-def show_video_summary(done, output: Path) -> None:
-    from rich.table import Table
-
-    out = console(stderr=True)
-    for report, summary in done:
-        table = Table(title=f"{report.source}: {report.frames} frames, {report.analysed} analysed, "
-                            f"{report.frames / report.wall_s if report.wall_s else 0:.1f} frames/s"
-                            + (f", {len(report.bad_frames)} unreadable" if report.bad_frames else ""))
-        table.add_column("track")
-        table.add_column("seconds", justify="right")
-        table.add_column("time in each emotion")
-        for track, info in summary["tracks"].items():
-            shares = ", ".join(f"{c} {s:.0%}" for c, s in sorted(info["share"].items(), key=lambda kv: -kv[1]))
-            table.add_row(track, f"{info['seconds']}", shares)
-        out.print(table)
-    out.print(f"results in {output}/ (predictions.csv, *.timeline.png, *.summary.json)")
-
-
 @main.command()
 @click.argument("models", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the combined model.")
-# The choices repeat fercli.model's TTA_VIEWS and WEIGHT_DTYPES so that --help need not import it (a test keeps them equal).
+# The choices repeat fercli.architectures' TTA_VIEWS and fercli.modelfile's WEIGHT_DTYPES so that --help need not import them (a test keeps them equal).
 @click.option("--tta", type=click.Choice(["none", "flip", "zoom-mirror", "flip-zoom"]), default="zoom-mirror", show_default=True,
               help="Test-time views each model sees: the image only; + its mirror image; + the mirror image with the "
                    "centre enlarged 1.1x; all four of the image and its mirror image, plain and enlarged.")
@@ -346,7 +296,9 @@ def ensemble(models, out, tta, weights_dtype, val_data):
     Example:  fercli ensemble a.keras b.keras --out models/accurate.keras --val ../shared/data/fer2013/val
     """
     from fercli.evaluate import evaluate
-    from fercli.model import TTA_VIEWS, make_ensemble, record_accuracy
+    from fercli.architectures import TTA_VIEWS
+    from fercli.ensemble import make_ensemble
+    from fercli.modelfile import record_accuracy
 
     model = make_ensemble(list(models), out, tta=tta, weights_dtype=weights_dtype)
     click.echo(f"saved {out}: {len(models)} model(s) x {len(TTA_VIEWS[tta])} view(s) ({', '.join(TTA_VIEWS[tta])}), "
@@ -386,27 +338,9 @@ def models_command(no_measure):
     \b
     Example:  fercli models
     """
-    from rich.table import Table
+    from fercli.report import show_models
 
-    from fercli.model import EmotionModel, default_precision, measure_crops_per_s, read_metadata, recorded_accuracy, shipped_models
-
-    precision = default_precision()
-    table = Table(title="shipped models (use with --model NAME)",
-                  caption=f"accuracy: measured with `fercli eval` on the data named, {precision} inference as on this machine")
-    for column in ("name", "accuracy", "on data", "crops/s", "params", "arch", "classes"):
-        table.add_column(column, justify="right" if column in ("accuracy", "crops/s", "params") else "left")
-    class_sets: dict[tuple, list[str]] = {}  # class lists below the table: too wide for a column
-    for path in shipped_models():
-        meta = read_metadata(path)
-        speed = "" if no_measure else f"{measure_crops_per_s(EmotionModel(path, precision)):,.0f}"
-        accuracy, data = recorded_accuracy(meta, precision)
-        table.add_row(path.stem, f"{accuracy:.2%}" if accuracy is not None else "-", "/".join(Path(data).parts[-2:]), speed,
-                      f"{meta.get('parameters', 0) / 1e6:.2f}M", meta.get("arch", ""), str(len(meta["classes"])))
-        class_sets.setdefault(tuple(meta["classes"]), []).append(path.stem)
-    out = console()
-    out.print(table)
-    for classes, names in class_sets.items():
-        out.print(f"classes of {', '.join(names)}: {', '.join(classes)}", soft_wrap=True)
+    show_models(measure=not no_measure)
 
 
 @main.command("detectors")
@@ -416,35 +350,9 @@ def detectors_command():
     \b
     Example:  fercli detectors
     """
-    from fercli.detect import DEFAULT_DETECTOR, DETECTORS
+    from fercli.report import show_detectors
 
-    out = console()
-    for info in DETECTORS.values():
-        out.print(f"[bold]{info.name}[/bold]" + (" (default)" if info.name == DEFAULT_DETECTOR else ""))
-        out.print(f"  file      {info.file}, {info.size_bytes() / 1e6:.1f} MB, shipped in fercli/cascades")
-        out.print(f"  licence   {info.licence}")
-        out.print(f"  source    {info.source}")
-        out.print(f"  landmarks {'5 points (eyes, nose, mouth corners)' if info.landmarks else 'none'}")
-        out.print(f"  finds     {info.summary}")
-
-
-def show_scores(result: dict, model_name: str) -> None:
-    from rich.table import Table
-
-    out = console()
-    table = Table(title=f"{model_name} on {result['data']}: accuracy {result['accuracy']:.2%} (n={result['n']})")
-    for column in ("class", "precision", "recall", "F1", "support"):
-        table.add_column(column, justify="left" if column == "class" else "right")
-    for name, s in result["per_class"].items():
-        table.add_row(name, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
-    out.print(table)
-    matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
-    matrix.add_column("")
-    for name in result["classes"]:
-        matrix.add_column(name[:8], justify="right")
-    for name, row in zip(result["classes"], result["confusion"]):
-        matrix.add_row(name, *map(str, row))
-    out.print(matrix)
+    show_detectors()
 
 
 if __name__ == "__main__":

@@ -5,10 +5,15 @@ import csv
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from fercli.data import Dataset, read_dataset
 from fercli.errors import UserError
+
+if TYPE_CHECKING:
+    from fercli.inference import EmotionModel
 
 CSV_SPLIT_NAMES = {"privatetest": "test", "publictest": "val", "training": "train",
                    "test": "test", "val": "val", "train": "train"}
@@ -24,7 +29,7 @@ def pick_split(splits: dict[str, Dataset], split: str | None) -> Dataset:
     for key in ("test", "val", "all"):
         if key in splits:
             return splits[key]
-    raise UserError(f"the data has only a train split; pass --split train to evaluate on it.")
+    raise UserError("the data has only a train split; pass --split train to evaluate on it.")
 
 
 def scores(labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:
@@ -46,7 +51,8 @@ def scores(labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dic
 
 
 def evaluate(data_path: str, model_name: str | None, split: str | None = None, warn=None) -> tuple[dict, "EmotionModel"]:
-    from fercli.model import EmotionModel, read_metadata, resolve_model_path
+    from fercli.inference import EmotionModel
+    from fercli.modelfile import read_metadata, resolve_model_path
 
     metadata = read_metadata(resolve_model_path(model_name))  # fail fast, before reading data
     data = pick_split(read_dataset(data_path, int(metadata["input_size"]), warn=warn), split)
@@ -60,7 +66,7 @@ def evaluate(data_path: str, model_name: str | None, split: str | None = None, w
 
 def write_reports(result: dict, out_dir: Path, stem: str) -> list[Path]:
     """Confusion matrix as CSV and PNG under out_dir."""
-    from fercli.charts import matrix_image
+    from fercli.charts import confusion_plot
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out_dir / f"{stem}.confusion.csv", out_dir / f"{stem}.confusion.png"
@@ -69,7 +75,7 @@ def write_reports(result: dict, out_dir: Path, stem: str) -> list[Path]:
         writer.writerow(["true \\ predicted", *result["classes"]])
         for name, row in zip(result["classes"], result["confusion"]):
             writer.writerow([name, *row])
-    matrix_image(np.array(result["confusion"]), result["classes"], f"accuracy {result['accuracy']:.2%} (n={result['n']})", png_path)
+    confusion_plot(np.array(result["confusion"]), result["classes"], f"accuracy {result['accuracy']:.2%} (n={result['n']})", png_path)
     return [csv_path, png_path]
 
 

@@ -43,7 +43,6 @@ class Explainer:
         owner, features = found
         self.model = emotion_model
         self.grad_model = keras.Model(owner.inputs, [features.output, owner.output])
-        self.layer_name = features.name
 
     def heatmaps(self, crops: np.ndarray, class_indices: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S) crops -> float32 (N, S, S) maps in 0..1 for the given classes."""

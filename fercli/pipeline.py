@@ -38,7 +38,7 @@ class Analyzer:
 
     def __init__(self, model=None, detector=None, align: bool = True, **detector_options):
         from fercli.detect import DEFAULT_DETECTOR, make_detector
-        from fercli.model import EmotionModel
+        from fercli.inference import EmotionModel
 
         self.model = model if isinstance(model, EmotionModel) else EmotionModel(model)
         if detector is None or isinstance(detector, str):

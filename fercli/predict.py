@@ -19,7 +19,6 @@ from fercli.explain import explain_faces, explanation_paths
 from fercli.sinks import RecordSink
 
 DEFAULT_INPUT = Path("data") / "test"
-WRITABLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 @dataclass
@@ -78,7 +77,7 @@ def collect_inputs(path: str | None, recursive: bool, output: Path) -> tuple[lis
         else:
             not_images += 1
     if not inputs:
-        where = "matching " + path if root != Path(path) or glob.has_magic(path) else "in " + path
+        where = "matching " + path if glob.has_magic(path) else "in " + path
         raise UserError(f"no images found {where} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}"
                         + ("" if recursive else "; -r also searches subfolders") + ").")
     return inputs, not_images
@@ -93,8 +92,7 @@ def write_image(path: Path, image) -> None:
 
 
 def annotated_path(output: Path, item: InputImage) -> Path:
-    relative = item.relative if item.relative.suffix.lower() in WRITABLE_SUFFIXES else item.relative.with_suffix(".png")
-    return output / relative
+    return output / item.relative  # inputs have an image suffix OpenCV also writes
 
 
 def run_predict(inputs: list[InputImage], analyzer, output: Path, save_images: bool = True,

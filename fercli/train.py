@@ -165,7 +165,7 @@ def write_history(history: dict[str, list[float]], stem: Path) -> None:
 def _checkpoint_callback(cfg, out: Path, ckpt_dir: Path, state: dict, metadata: dict, has_val: bool):
     import keras
 
-    from fercli.model import save_model
+    from fercli.modelfile import save_model
 
     class Checkpoint(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -195,7 +195,7 @@ def _checkpoint_callback(cfg, out: Path, ckpt_dir: Path, state: dict, metadata: 
 
 def _initial_model(train: Dataset, cfg: TrainConfig):
     """The --init model's network (uncompiled), checked against the data."""
-    from fercli.model import load_keras_model, read_metadata, resolve_model_path
+    from fercli.modelfile import load_keras_model, read_metadata, resolve_model_path
 
     path = resolve_model_path(cfg.init)
     start = read_metadata(path)
@@ -211,7 +211,8 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
               split_note: str, echo=print) -> dict:
     """Train one model; returns the final state (history, best accuracy, epochs)."""
     keras = load_keras()
-    from fercli.model import build_model, read_metadata, resolve_model_path
+    from fercli.architectures import build_model
+    from fercli.modelfile import read_metadata, resolve_model_path
 
     ckpt_dir = out.parent / f"{out.name}.ckpt"
     state_file = ckpt_dir / "state.json"
@@ -250,7 +251,8 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
         return state
     teacher = None
     if cfg.teacher:
-        from fercli.model import default_precision, inference_copy, load_keras_model
+        from fercli.inference import default_precision, inference_copy
+        from fercli.modelfile import load_keras_model
 
         teacher_path = resolve_model_path(cfg.teacher)
         teacher_meta = read_metadata(teacher_path)

@@ -24,6 +24,17 @@ from fercli.pipeline import Face
 from fercli.sinks import RecordSink
 from fercli.videoio import CODECS, DEFAULT_CODEC, VideoFrame, VideoReader, VideoWriter
 
+VIDEO_DETECT_SIDE = 960  # frames are detected at most this large: 720p at 0.75, as fast as haar at half size
+
+
+def detection_scaling(detector: str, detect_scale: float | None) -> dict:
+    """The detector option for video frames: `--detect-scale` if given, else
+    centerface on the frame at most VIDEO_DETECT_SIDE px, haar at half size."""
+    if detect_scale is not None:
+        return {"detect_scale": detect_scale}
+    return {"detect_scale": 0.5} if detector == "haar" else {"max_side": VIDEO_DETECT_SIDE}
+
+
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
 
 
@@ -246,22 +257,6 @@ def process_stream(frames, source: str, analyzer, sink: RecordSink, writer, ever
     return report
 
 
-def timeline_plot(report: VideoReport, classes: list[str], path: Path) -> None:
-    """Per track, each class's probability over time (one panel per track, at most 6)."""
-    from fercli.charts import line_panel
-
-    panels = []
-    for track, points in sorted(report.timeline.items())[:6]:
-        times = [t for t, _ in points]
-        series = {c: [p[k] for _, p in points] for k, c in enumerate(classes)}
-        panels.append(line_panel(f"track {track}: probability over time", series, width=760, height=300,
-                                 x_label="time s", x_range=(round(times[0], 1), round(times[-1], 1)),
-                                 colours={c: colour_for(c) for c in classes}, y_range=(0.0, 1.0)))
-    if not panels:
-        panels.append(line_panel("no faces found", {}, width=760, height=120, x_label="time s"))
-    cv2.imwrite(str(path), np.concatenate(panels, axis=0))
-
-
 def write_timeline_csv(report: VideoReport, classes: list[str], path: Path) -> None:
     """The timeline plot's data: one row per track per analysed or carried frame."""
     import csv
@@ -276,7 +271,10 @@ def write_timeline_csv(report: VideoReport, classes: list[str], path: Path) -> N
 
 def write_video_summary(report: VideoReport, classes: list[str], output: Path, stem: str) -> dict:
     summary = report.summary(classes)
-    timeline_plot(report, classes, output / f"{stem}.timeline.png")
+    from fercli.charts import timeline_plot
+
+    colours = {c: "#{2:02x}{1:02x}{0:02x}".format(*colour_for(c)) for c in classes}  # BGR -> matplotlib's RGB
+    timeline_plot(report.timeline, classes, colours, output / f"{stem}.timeline.png")
     write_timeline_csv(report, classes, output / f"{stem}.timeline.csv")
     (output / f"{stem}.summary.json").write_text(json.dumps(summary, indent=2))
     return summary

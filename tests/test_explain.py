@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from fercli.explain import Explainer
-from fercli.model import EmotionModel, save_model
+from fercli.inference import EmotionModel
+from fercli.modelfile import save_model
 from tests.conftest import REPO, run, scene_with_faces, write_image
 
 

@@ -32,7 +32,7 @@ def test_version():
 
 def test_installed_package_finds_model_and_cascades(tmp_path):
     """After `pip install .`, the shipped files are found from any directory."""
-    code = ("import json, fercli.model as m, fercli.resources as r; "
+    code = ("import json, fercli.modelfile as m, fercli.resources as r; "
             "print(json.dumps([str(m.resolve_model_path(None)), str(r.resource_dir('cascades'))]))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
@@ -45,7 +45,8 @@ def test_installed_package_finds_model_and_cascades(tmp_path):
 
 
 def test_models_lists_the_shipped_models():
-    from fercli.model import default_precision, read_metadata, recorded_accuracy, resolve_model_path
+    from fercli.inference import default_precision
+    from fercli.modelfile import read_metadata, recorded_accuracy, resolve_model_path
     result = run("models")
     assert result.exit_code == 0, result.stderr
     accuracy, _ = recorded_accuracy(read_metadata(resolve_model_path(None)), default_precision())

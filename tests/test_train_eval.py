@@ -11,7 +11,9 @@ import pytest
 
 from fercli.evaluate import scores
 from fercli.errors import UserError
-from fercli.model import ARCHITECTURES, EmotionModel, build_model, read_metadata
+from fercli.architectures import ARCHITECTURES, build_model
+from fercli.inference import EmotionModel
+from fercli.modelfile import read_metadata
 from tests.conftest import (CKPLUS, FER2013, REPO, copy_sample, requires_ckplus, requires_fer2013, run, synthetic_faces,
                             write_image)
 
@@ -60,11 +62,11 @@ def test_eval_json_matches_the_model(tiny_model, fer_sample, tmp_path):
     # The reported accuracy is what the saved network scores on these images, run by Keras itself
     # (not fercli's folded, possibly bfloat16 inference copy: a near tie may flip, so within 2 images).
     from fercli.data import read_class_folders
-    from fercli.model import load_keras_model
+    from fercli.modelfile import load_keras_model
     data = read_class_folders(fer_sample / "val")
     predicted = load_keras_model(tiny_model).predict(data.images[..., None].astype("float32"), verbose=0).argmax(axis=1)
     assert report["accuracy"] == pytest.approx(float(np.mean(predicted == data.labels)), abs=2 / 105)
-    assert "precision" in result.output and (tmp_path / f"eval_tiny.confusion.png").stat().st_size > 1000
+    assert "precision" in result.output and (tmp_path / "eval_tiny.confusion.png").stat().st_size > 1000
     assert (tmp_path / "eval_tiny.confusion.csv").read_text().startswith("true \\ predicted,angry")
 
 
@@ -72,7 +74,7 @@ def test_eval_json_matches_the_model(tiny_model, fer_sample, tmp_path):
 def test_eval_record_stores_the_accuracy_per_precision(tiny_model, fer_sample, tmp_path, monkeypatch):
     import shutil
 
-    from fercli.model import recorded_accuracy
+    from fercli.modelfile import recorded_accuracy
     model = shutil.copy(tiny_model, tmp_path / "m.keras")
     measured = {}
     for precision in ("float32", "bfloat16"):
@@ -106,7 +108,7 @@ def test_resume_after_kill(fer_sample, tmp_path):
     assert 1 <= done < 3
     resumed = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming from" in resumed.stdout and f"after epoch {done}" in resumed.stdout
+    assert "resuming from" in resumed.stdout and f"after epoch {done}" in resumed.stdout
     assert json.loads(state.read_text())["epoch"] == 3
     assert len(open(tmp_path / "m.history.csv").read().splitlines()) == 1 + 3
 
@@ -126,7 +128,8 @@ def test_inference_copy_folds_batch_norms_and_computes_the_same():
     ensemble (networks nested inside a model, each called on several views)."""
     import keras
 
-    from fercli.model import build_average, inference_copy
+    from fercli.architectures import build_average
+    from fercli.inference import inference_copy
 
     rng = np.random.default_rng(0)
     networks = [build_model(arch, 7, 48) for arch in ("vgg-small", "vgg-small-flat")]
@@ -243,7 +246,8 @@ def test_ensemble_averages_members_and_mirror_images(tiny_model, fer_sample, tmp
 
 def test_ensemble_options_offer_what_the_model_module_builds():
     from fercli.cli import ensemble
-    from fercli.model import TTA_VIEWS, WEIGHT_DTYPES
+    from fercli.architectures import TTA_VIEWS
+    from fercli.modelfile import WEIGHT_DTYPES
 
     choices = {option.name: list(option.type.choices) for option in ensemble.params if option.name in ("tta", "weights_dtype")}
     assert choices == {"tta": list(TTA_VIEWS), "weights_dtype": list(WEIGHT_DTYPES)}
@@ -295,7 +299,7 @@ def test_init_continues_from_a_models_weights(tiny_model, fer_sample, tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     meta = read_metadata(out)
     assert meta["arch"] == "vgg" and meta["init"]["model"] == str(tiny_model)
-    from fercli.model import load_keras_model
+    from fercli.modelfile import load_keras_model
     kernels = lambda path: [w for w in load_keras_model(path).get_weights() if w.ndim > 1]
     for before, after in zip(kernels(tiny_model), kernels(out)):
         np.testing.assert_allclose(before, after, atol=1e-5)
@@ -308,7 +312,7 @@ def test_distillation_from_a_teacher(tiny_model, fer_sample, tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     meta = read_metadata(tmp_path / "student.keras")
     assert meta["teacher"]["model"] == str(tiny_model) and meta["teacher"]["distill_weight"] == 0.7
-    from fercli.model import default_precision
+    from fercli.inference import default_precision
     assert meta["teacher"]["precision"] == default_precision()  # the teacher runs as inference does
 
 
@@ -399,7 +403,8 @@ def test_ema_saves_the_moving_average_of_the_weights(fer_sample, tmp_path):
     after the first step), while the raw weights travel far at a high lr."""
     import keras
 
-    from fercli.model import build_model, load_keras_model
+    from fercli.architectures import build_model
+    from fercli.modelfile import load_keras_model
     moved = {}
     for ema in (0, 0.999999):
         out = tmp_path / f"ema{ema}.keras"

@@ -12,7 +12,7 @@ from tests.conftest import box_hits, findable_faces, run, textured_background
 
 def make_clip(path, frames=60, fps=25, size=(640, 480), fourcc="MJPG", face_side=140):
     """Two real faces moving across a textured background; returns the true boxes per frame."""
-    faces = [cv2.resize(cv2.imread(str(p)), (face_side, face_side), interpolation=cv2.INTER_CUBIC) for p in findable_faces(2, face_side)]
+    faces = [cv2.resize(face, (face_side, face_side), interpolation=cv2.INTER_CUBIC) for face in findable_faces(2, face_side)]
     width, height = size
     background = textured_background(height, width, seed=7)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)

@@ -1,0 +1,142 @@
+"""Model files: a Keras .keras archive plus fercli.json metadata; saving, finding, loading, metadata."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from fercli.errors import UserError
+from fercli.resources import resource_dir
+from fercli.tf_quiet import load_keras
+
+METADATA_MEMBER = "fercli.json"
+WEIGHTS_MEMBER = "model.weights.h5"  # where Keras keeps the weights in a .keras archive
+WEIGHT_DTYPES = ("float32", "float16")
+DEFAULT_MODEL = "default"
+
+
+def save_model(model, path: str | os.PathLike, metadata: dict, weights_dtype: str = "float32") -> None:
+    """Write `model` with `metadata` to `path` atomically (temp file, then rename).
+    weights_dtype "float16" stores the weights in half the space; they load
+    back into float32 variables (probabilities move by under 1e-3)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.stem}.tmp.keras")
+    if getattr(model, "optimizer", None) is not None:
+        # An inference file needs no optimizer state: save an uncompiled copy (a third the size).
+        import keras
+
+        copy = keras.Model.from_config(model.get_config())
+        copy.set_weights(model.get_weights())
+        model = copy
+    model.save(temp)
+    replacements = {METADATA_MEMBER: json.dumps(metadata, indent=2)}
+    if weights_dtype == "float16":
+        with zipfile.ZipFile(temp) as archive:
+            replacements[WEIGHTS_MEMBER] = _float16_weights(archive.read(WEIGHTS_MEMBER))
+    _rewrite_archive(temp, replacements)
+    os.replace(temp, path)
+
+
+def _float16_weights(h5_bytes: bytes) -> bytes:
+    """Keras' weights file with every float32 array stored as float16."""
+    import h5py  # a Keras dependency
+
+    target = io.BytesIO()
+    with h5py.File(io.BytesIO(h5_bytes), "r") as old, h5py.File(target, "w") as new:
+        def copy(name, item):
+            if isinstance(item, h5py.Dataset):
+                data = item[()]
+                new.create_dataset(name, data=data.astype(np.float16) if data.dtype == np.float32 else data)
+            else:
+                new.require_group(name)
+            new[name].attrs.update(item.attrs)
+
+        old.visititems(copy)
+        new.attrs.update(old.attrs)
+    return target.getvalue()
+
+
+def _rewrite_archive(path: Path, replacements: dict[str, str | bytes]) -> None:
+    """Rewrite the zip archive at `path` (atomically) with members replaced or added."""
+    temp = path.with_name(f".{path.stem}.rewrite.tmp")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(temp, "w") as target:
+        for item in source.infolist():
+            if item.filename not in replacements:
+                target.writestr(item, source.read(item.filename))
+        for name, data in replacements.items():
+            target.writestr(name, data)
+    os.replace(temp, path)
+
+
+def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
+    """A shipped model's name ("default", "accurate") or a file path -> the file."""
+    name = str(name_or_path or DEFAULT_MODEL)
+    shipped = resource_dir("models") / f"{name}.keras"
+    if os.sep not in name and "/" not in name and not name.endswith(".keras") and shipped.is_file():
+        return shipped
+    path = Path(name)
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in resource_dir("models").glob("*.keras"))) or "none"
+        raise UserError(f"model {name} not found: give a .keras file or a shipped model name ({known}).")
+    if path.is_dir():
+        raise UserError(f"model {name} is a folder: give a .keras model file.")
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The fercli metadata of a model file, without loading the network."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if METADATA_MEMBER not in archive.namelist():
+                raise UserError(f"{path} is a Keras model without fercli metadata (class names); train it with `fercli train`.")
+            return json.loads(archive.read(METADATA_MEMBER))
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError):
+        raise UserError(f"{path} is not a valid fercli model file (corrupt or not a .keras archive).") from None
+
+
+def load_keras_model(path):
+    keras = load_keras()
+    import fercli.layers  # noqa: F401  (registers fercli's layers for deserialisation)
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a damaged file
+        raise UserError(f"{path} could not be loaded as a model ({type(exc).__name__}).") from None
+
+
+def shipped_models() -> list[Path]:
+    return sorted(resource_dir("models").glob("*.keras"), key=lambda p: (p.stem != DEFAULT_MODEL, p.stem))
+
+
+def update_metadata(path: str | os.PathLike, **changes) -> None:
+    """Rewrite a model file's metadata (e.g. to record a measured accuracy)."""
+    metadata = dict(read_metadata(path), **changes)
+    _rewrite_archive(Path(path), {METADATA_MEMBER: json.dumps(metadata, indent=2)})
+
+
+def record_accuracy(path: str | os.PathLike, result: dict, precision: str) -> None:
+    """Store an `evaluate` result's accuracy in the model's metadata, per
+    inference precision (bfloat16 and float32 differ by a few tenths of a point)."""
+    metadata = read_metadata(path)
+    measured = dict(metadata.get("measured", {}))
+    measured[precision] = {"accuracy": result["accuracy"], "data": result["data"], "n": result["n"]}
+    changes = {"measured": measured}
+    if metadata.get("val_accuracy") is None:  # an ensemble: no validation during training
+        changes.update(val_accuracy=result["accuracy"], val_data=result["data"])
+    update_metadata(path, **changes)
+
+
+def recorded_accuracy(metadata: dict, precision: str) -> tuple[float | None, str]:
+    """(accuracy, data) recorded for `precision`, else for another precision,
+    else the validation accuracy from training."""
+    measured = metadata.get("measured", {})
+    entry = measured.get(precision) or next(iter(measured.values()), None)
+    if entry:
+        return entry["accuracy"], entry["data"]
+    return metadata.get("val_accuracy"), metadata.get("val_data") or "validation split"
