@@ -3,16 +3,22 @@
 Python API (TensorFlow loads on first use, not on import):
 
     from fercli import Analyzer
-    faces = Analyzer().analyze(image)   # image: numpy array as cv2.imread gives
+    faces = Analyzer().analyze(image)   # image: numpy array as cv2.imread gives; a Faces record
+    for face in faces:                  # Face: box, emotion, confidence, probabilities, score, landmarks
+        ...
 """
 __version__ = "0.1.0"
 
-__all__ = ["Analyzer", "Face", "__version__"]
+__all__ = ["Analyzer", "Face", "Faces", "__version__"]
 
 
 def __getattr__(name):
-    if name in ("Analyzer", "Face"):
-        from fercli import pipeline
+    if name == "Analyzer":
+        from fercli.pipeline import Analyzer
 
-        return getattr(pipeline, name)
+        return Analyzer
+    if name in ("Face", "Faces"):
+        from fercli import faces
+
+        return getattr(faces, name)
     raise AttributeError(name)

@@ -1,4 +1,4 @@
-"""Face detectors behind one small interface: `detect(image) -> Detections`
+"""Face detectors behind one small interface: `detect(image) -> Faces`
 (boxes, detector scores and five landmarks per face, in image pixels).
 
 - `centerface` (default): CenterFace, a small CNN (MIT licence; the ONNX file
@@ -16,13 +16,12 @@ import cv2
 import numpy as np
 
 from fercli.errors import UserError
+from fercli.faces import Faces
 from fercli.resources import resource_dir
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 CENTERFACE_FILE = "centerface.onnx"
 DEFAULT_DETECTOR = "centerface"
-# Landmark order as CenterFace gives it, left and right as seen in the image.
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
 @dataclass
@@ -47,43 +46,6 @@ DETECTORS = {
         "haar", DEFAULT_CASCADE, "Intel open-source licence (in the file)", "OpenCV 4.x data/haarcascades",
         False, "Haar cascade on OpenCV alone: upright frontal faces with a margin; no score, no landmarks"),
 }
-
-
-@dataclass
-class Detections:
-    """All faces found in one image: `boxes` int (N, 4) x, y, w, h; `scores`
-    float (N,) (NaN where the detector gives none); `landmarks` float (N, 5, 2)
-    x, y in LANDMARK_NAMES order (NaN where the detector gives none)."""
-    boxes: np.ndarray
-    scores: np.ndarray
-    landmarks: np.ndarray
-
-    @classmethod
-    def empty(cls) -> "Detections":
-        return cls(np.zeros((0, 4), np.int32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
-
-    @classmethod
-    def from_boxes(cls, boxes: np.ndarray) -> "Detections":
-        n = len(boxes)
-        return cls(np.asarray(boxes, np.int32).reshape(-1, 4), np.full(n, np.nan, np.float32),
-                   np.full((n, 5, 2), np.nan, np.float32))
-
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    def __getitem__(self, index) -> "Detections":
-        return Detections(self.boxes[index], self.scores[index], self.landmarks[index])
-
-    def scaled(self, factor: float) -> "Detections":
-        """The same faces in an image `factor` times the size."""
-        return Detections(np.round(self.boxes * factor).astype(np.int32), self.scores, self.landmarks * factor)
-
-    def shifted(self, dx: int, dy: int) -> "Detections":
-        """The same faces in an image whose origin lies at (-dx, -dy)."""
-        return Detections(self.boxes + np.array([dx, dy, 0, 0], np.int32), self.scores, self.landmarks + np.array([dx, dy], np.float32))
-
-    def in_reading_order(self) -> "Detections":
-        return self[np.lexsort((self.boxes[:, 1], self.boxes[:, 0]))] if len(self) > 1 else self
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -111,20 +73,20 @@ class HaarDetector:
         self.scale_factor, self.min_neighbors, self.min_face = scale_factor, min_neighbors, min_face
         self.max_side, self.detect_scale = max_side, detect_scale
 
-    def detect(self, image: np.ndarray) -> Detections:
+    def detect(self, image: np.ndarray) -> Faces:
         gray = _gray(image)
         height, width = gray.shape[:2]
         scale = self.detect_scale or min(1.0, self.max_side / max(height, width))
         small = gray if scale == 1.0 else cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
         min_side = max(8, round(self.min_face * scale))
         if min(small.shape[:2]) < min_side:
-            return Detections.empty()
+            return Faces.empty()
         found = self.classifier.detectMultiScale(small, scaleFactor=self.scale_factor,
                                                  minNeighbors=self.min_neighbors, minSize=(min_side, min_side))
         boxes = np.round(np.asarray(found, dtype=np.float64).reshape(-1, 4) / scale).astype(np.int32)
         # A cascade has no score: of overlapping boxes the larger one stays.
         keep = suppress_duplicates(boxes, boxes[:, 2] * boxes[:, 3], iou=1.0, contained=0.5)
-        return Detections.from_boxes(boxes[keep]).in_reading_order()
+        return Faces.from_boxes(boxes[keep]).in_reading_order()
 
 
 class CenterFaceDetector:
@@ -169,7 +131,7 @@ class CenterFaceDetector:
             return min(1.0, self.max_side / max(height, width, 1))
         return float(min(self.RELIABLE_SIDE / self.min_face, np.sqrt(self.max_pixels / max(height * width, 1))))
 
-    def detect(self, image: np.ndarray) -> Detections:
+    def detect(self, image: np.ndarray) -> Faces:
         image = _bgr8(image)
         height, width = image.shape[:2]
         fine = self.scale_for(height, width)
@@ -180,7 +142,7 @@ class CenterFaceDetector:
         # CenterFace's boxes are taller than wide (forehead to chin): the height is the face's size.
         return found[np.maximum(found.boxes[:, 2], found.boxes[:, 3]) >= self.min_face].in_reading_order()
 
-    def _coarse_then_fine(self, image: np.ndarray, fine: float) -> Detections:
+    def _coarse_then_fine(self, image: np.ndarray, fine: float) -> Faces:
         """A pass at half the fine scale with a low threshold, then the fine
         scale only around the faces that pass scored under `min_score` (small,
         blurred or tightly cropped faces score low when seen too small), so an
@@ -203,10 +165,10 @@ class CenterFaceDetector:
                 centre = near.boxes[:, :2] + near.boxes[:, 2:] / 2
                 inside = ((centre[:, 0] >= px) & (centre[:, 0] <= px + pw) & (centre[:, 1] >= py) & (centre[:, 1] <= py + ph))
                 parts.append(near[inside])
-        found = Detections(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("boxes", "scores", "landmarks")))
+        found = Faces.concatenate(parts)
         return found[suppress_duplicates(found.boxes, found.scores, self.nms_iou)]
 
-    def _detect_at(self, image: np.ndarray, scale: float, min_score: float) -> Detections:
+    def _detect_at(self, image: np.ndarray, scale: float, min_score: float) -> Faces:
         height, width = image.shape[:2]
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         resized = image if (new_w, new_h) == (width, height) else cv2.resize(
@@ -218,10 +180,10 @@ class CenterFaceDetector:
         heatmap, sizes, offsets, landmarks = self.session.run(None, {self.input_name: blob})
         return self._decode(heatmap[0, 0], sizes[0], offsets[0], landmarks[0], (new_h, new_w), min_score).scaled(1.0 / scale)
 
-    def _decode(self, heat, sizes, offsets, marks, shape, min_score: float) -> Detections:
+    def _decode(self, heat, sizes, offsets, marks, shape, min_score: float) -> Faces:
         rows, cols = np.nonzero(heat > min_score)
         if len(rows) == 0:
-            return Detections.empty()
+            return Faces.empty()
         scores = heat[rows, cols]
         box_h = np.exp(sizes[0, rows, cols]) * self.STRIDE
         box_w = np.exp(sizes[1, rows, cols]) * self.STRIDE
@@ -234,7 +196,7 @@ class CenterFaceDetector:
         x1, y1 = np.clip(left + box_w, 0, shape[1]), np.clip(top + box_h, 0, shape[0])
         boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
         keep = suppress_duplicates(boxes, scores, self.nms_iou)
-        return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32), points[keep].astype(np.float32))
+        return Faces(boxes[keep].astype(np.float32), scores[keep].astype(np.float32), points[keep].astype(np.float32))
 
 
 def _bgr8(image: np.ndarray) -> np.ndarray:

@@ -79,7 +79,7 @@ def explain_faces(analyzer, explainer: Explainer, image: np.ndarray, faces, targ
     if not faces:
         return []
     classes = analyzer.classes
-    crops = analyzer.face_crops(image, faces)
+    crops = analyzer.crops(image, faces)
     chosen = [target_class or f.emotion for f in faces]
     maps = explainer.heatmaps(crops, np.array([classes.index(c) for c in chosen]))
     return [overlay(crop, heat, f"{c} {face.probabilities[c]:.0%}") for crop, heat, c, face in zip(crops, maps, chosen, faces)]

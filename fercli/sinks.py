@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-from fercli.detect import LANDMARK_NAMES
+from fercli.faces import LANDMARK_NAMES
 from fercli.errors import UserError
 
 STATUS_OK, STATUS_NO_FACE = "ok", "no_face"

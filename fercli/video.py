@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from fercli.annotate import colour_for, draw_faces
 from fercli.errors import UserError
-from fercli.pipeline import Face
+from fercli.faces import Faces
 from fercli.sinks import RecordSink
 from fercli.videoio import CODECS, DEFAULT_CODEC, VideoFrame, VideoReader, VideoWriter
 
@@ -66,9 +66,11 @@ class Tracker:
         self.tracks: list[Track] = []
         self.next_id = 1
 
-    def update(self, faces: list[Face], frame: int) -> list[Face]:
+    def update(self, faces: Faces, frame: int) -> Faces:
+        """The faces with their track ids and their tracks' mean probabilities."""
         self.tracks = [t for t in self.tracks if frame - t.last_seen <= self.max_age]
-        pairs = sorted(((iou(f.box, t.box), i, j) for i, f in enumerate(faces) for j, t in enumerate(self.tracks)), reverse=True)
+        boxes = [tuple(int(v) for v in box) for box in faces.boxes]
+        pairs = sorted(((iou(box, t.box), i, j) for i, box in enumerate(boxes) for j, t in enumerate(self.tracks)), reverse=True)
         face_track: dict[int, Track] = {}
         used = set()
         for overlap, i, j in pairs:
@@ -77,20 +79,17 @@ class Tracker:
             if i not in face_track and j not in used:
                 face_track[i] = self.tracks[j]
                 used.add(j)
-        out = []
-        for i, face in enumerate(faces):
+        ids, smoothed = np.zeros(len(faces), np.int64), np.zeros((len(faces), len(self.classes)), np.float32)
+        for i, (box, probabilities) in enumerate(zip(boxes, faces.probabilities)):
             track = face_track.get(i)
             if track is None:
-                track = Track(self.next_id, face.box, deque(maxlen=self.smooth), frame)
+                track = Track(self.next_id, box, deque(maxlen=self.smooth), frame)
                 self.next_id += 1
                 self.tracks.append(track)
-            track.box, track.last_seen = face.box, frame
-            track.history.append(np.array([face.probabilities[c] for c in self.classes]))
-            mean = np.mean(track.history, axis=0)
-            best = int(np.argmax(mean))
-            out.append(replace(face, emotion=self.classes[best], confidence=float(mean[best]),
-                               probabilities={c: float(p) for c, p in zip(self.classes, mean)}, track=track.id))
-        return out
+            track.box, track.last_seen = box, frame
+            track.history.append(probabilities)
+            ids[i], smoothed[i] = track.id, np.mean(track.history, axis=0)
+        return faces.tracked(ids, smoothed)
 
 
 @dataclass
@@ -216,7 +215,7 @@ def process_stream(frames, source: str, analyzer, sink: RecordSink, writer, ever
 
     report = VideoReport(source, fps=fps, output=str(writer.path if writer else ""))
     tracker = Tracker(analyzer.classes, smooth=smooth)
-    faces, last_annotated, count = [], None, 0
+    faces, last_annotated, count = Faces.empty(analyzer.classes), None, 0
     start = time.perf_counter()
     bar = tqdm(total=total or None, desc=Path(source).name[:30], unit="frame", disable=not progress, file=sys.stderr)
     try:

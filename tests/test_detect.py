@@ -149,3 +149,21 @@ def test_detectors_listing_and_choices():
         assert info.size_bytes() > 100_000 and f"{info.size_bytes() / 1e6:.1f} MB" in result.output
     result = run("predict", "-p", FIXTURE_FACE, "--detector", "yolo")
     assert result.exit_code == 2 and "yolo" in result.stderr
+
+
+def test_faces_record_filters_slices_and_gives_face_views():
+    from fercli.faces import Faces
+
+    faces = Faces(np.array([[10, 10, 40, 50], [100, 20, 30, 30], [200, 5, 60, 60]], np.int32),
+                  np.array([0.9, np.nan, 0.4], np.float32), np.full((3, 5, 2), np.nan, np.float32))
+    faces = faces.classified([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]], ["happy", "sad"])
+    assert faces.emotions == ["happy", "sad", "happy"] and faces.confidences.tolist() == pytest.approx([0.7, 0.8, 0.5])
+    sure = faces[faces.confidences > 0.6]
+    assert len(sure) == 2 and sure.boxes[:, 0].tolist() == [10, 100] and sure.classes == ["happy", "sad"]
+    assert len(faces[1:]) == 2 and len(faces[[]]) == 0
+    first, second = faces[0], faces[1]
+    assert first.box == (10, 10, 40, 50) and first.emotion == "happy" and first.score == pytest.approx(0.9)
+    assert second.score is None and second.landmarks is None and second.track is None
+    assert [f.emotion for f in faces] == faces.emotions
+    both = Faces.concatenate([faces[:1], faces[2:]])
+    assert both.boxes[:, 0].tolist() == [10, 200] and both.probabilities.shape == (2, 2)

@@ -82,7 +82,7 @@ def test_shipped_models_give_maps_with_a_peak():
         analyzer = Analyzer(name)
         faces = analyzer.analyze(image)
         assert len(faces) == 1
-        crops = analyzer.face_crops(image, faces)
+        crops = analyzer.crops(image, faces)
         maps = Explainer(analyzer.model).heatmaps(crops, np.array([analyzer.classes.index(f.emotion) for f in faces]))
         for heat in maps:
             assert heat.max() > 0.9 and heat.std() > 0.1 and np.mean(heat > 0.5) < 0.6

@@ -4,7 +4,7 @@ import json
 import cv2
 import pytest
 
-from fercli.pipeline import Face
+from fercli.faces import Faces
 from fercli.video import Tracker, iou
 from tests.clips import phone_clip, video_streams
 from tests.conftest import box_hits, findable_faces, run, textured_background
@@ -158,12 +158,16 @@ def test_no_video_given_and_missing_camera(tmp_path):
 def test_tracker_keeps_ids_and_smooths():
     classes = ["happy", "sad"]
     tracker = Tracker(classes, smooth=2)
-    face = lambda box, p_happy: Face(box, "", 0.0, {"happy": p_happy, "sad": 1 - p_happy})
-    first = tracker.update([face((0, 0, 50, 50), 0.9), face((200, 0, 50, 50), 0.2)], frame=0)
-    second = tracker.update([face((205, 2, 50, 50), 0.4), face((3, 1, 50, 50), 0.3)], frame=3)
-    assert [f.track for f in first] == [1, 2] and [f.track for f in second] == [2, 1]
+
+    def faces(*boxes_and_happy):
+        boxes = [box for box, _ in boxes_and_happy]
+        return Faces.from_boxes(boxes).classified([[p, 1 - p] for _, p in boxes_and_happy], classes)
+
+    first = tracker.update(faces(((0, 0, 50, 50), 0.9), ((200, 0, 50, 50), 0.2)), frame=0)
+    second = tracker.update(faces(((205, 2, 50, 50), 0.4), ((3, 1, 50, 50), 0.3)), frame=3)
+    assert first.tracks.tolist() == [1, 2] and second.tracks.tolist() == [2, 1]
     assert second[1].probabilities["happy"] == pytest.approx(0.6)  # (0.9 + 0.3) / 2
-    assert second[1].emotion == "happy" and second[0].emotion == "sad"
-    third = tracker.update([face((400, 300, 50, 50), 0.5)], frame=4)
+    assert second[1].emotion == "happy" and second[0].emotion == "sad" and second[1].track == 1
+    third = tracker.update(faces(((400, 300, 50, 50), 0.5)), frame=4)
     assert third[0].track == 3
     assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)

@@ -1,0 +1,121 @@
+"""All faces of one image or video frame as one record of arrays, in the spirit
+of supervision's Detections: the detector fills boxes, scores and landmarks,
+the analyzer adds class probabilities, the video tracker adds track ids.
+
+    faces = Analyzer().analyze(image)       # a Faces record
+    faces.boxes, faces.probabilities        # arrays, one row per face
+    faces[faces.confidences > 0.5]          # filtered: a Faces record again
+    faces[0]                                # one Face: box, emotion, confidence, ...
+    for face in faces: ...                  # Face by Face
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+# Landmark order as CenterFace gives it, left and right as seen in the image.
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass
+class Face:
+    """One face, as the Python API and the sinks see it."""
+    box: tuple[int, int, int, int]          # x, y, w, h in image pixels
+    emotion: str
+    confidence: float
+    probabilities: dict[str, float] = field(default_factory=dict)
+    track: int | None = None                # set by video tracking
+    score: float | None = None              # the detector's score (None: the detector gives none)
+    landmarks: tuple | None = None          # 5 (x, y) in LANDMARK_NAMES order
+
+
+@dataclass
+class Faces:
+    boxes: np.ndarray                       # int32 (N, 4) x, y, w, h
+    scores: np.ndarray                      # float32 (N,), NaN where the detector gives none
+    landmarks: np.ndarray                   # float32 (N, 5, 2), NaN where the detector gives none
+    probabilities: np.ndarray | None = None  # float32 (N, C) over `classes`, once classified
+    classes: list[str] = field(default_factory=list)
+    tracks: np.ndarray | None = None        # int64 (N,), -1 where untracked
+
+    def __post_init__(self):
+        n = len(self.boxes)
+        if self.probabilities is None:
+            self.probabilities = np.zeros((n, len(self.classes)), np.float32)
+        if self.tracks is None:
+            self.tracks = np.full(n, -1, np.int64)
+
+    @classmethod
+    def empty(cls, classes: list[str] | None = None) -> "Faces":
+        return cls(np.zeros((0, 4), np.int32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32),
+                   classes=list(classes or []))
+
+    @classmethod
+    def from_boxes(cls, boxes) -> "Faces":
+        """Boxes of a detector that gives no score and no landmarks."""
+        boxes = np.asarray(boxes, np.int32).reshape(-1, 4)
+        n = len(boxes)
+        return cls(boxes, np.full(n, np.nan, np.float32), np.full((n, 5, 2), np.nan, np.float32))
+
+    @classmethod
+    def concatenate(cls, parts: list["Faces"]) -> "Faces":
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) if f.name != "classes" else parts[0].classes
+                     for f in fields(cls)))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index):
+        """An int gives one Face; a slice, index array or boolean mask gives a Faces record."""
+        if isinstance(index, (int, np.integer)):
+            return self.face(int(index))
+        return Faces(self.boxes[index], self.scores[index], self.landmarks[index], self.probabilities[index],
+                     list(self.classes), self.tracks[index])
+
+    def __iter__(self):
+        return (self.face(i) for i in range(len(self)))
+
+    @property
+    def confidences(self) -> np.ndarray:
+        return self.probabilities.max(axis=1) if self.classes else np.zeros(len(self), np.float32)
+
+    @property
+    def emotions(self) -> list[str]:
+        return [self.classes[i] for i in self.probabilities.argmax(axis=1)] if self.classes else [""] * len(self)
+
+    def face(self, i: int) -> Face:
+        probabilities = self.probabilities[i]
+        best = int(np.argmax(probabilities)) if self.classes else 0
+        points = self.landmarks[i]
+        return Face(tuple(int(v) for v in self.boxes[i]),
+                    self.classes[best] if self.classes else "", float(probabilities[best]) if self.classes else 0.0,
+                    {c: float(p) for c, p in zip(self.classes, probabilities)},
+                    track=int(self.tracks[i]) if self.tracks[i] >= 0 else None,
+                    score=float(self.scores[i]) if np.isfinite(self.scores[i]) else None,
+                    landmarks=tuple((float(x), float(y)) for x, y in points) if np.isfinite(points).all() else None)
+
+    def classified(self, probabilities: np.ndarray, classes: list[str]) -> "Faces":
+        """The same faces with class probabilities (N, len(classes))."""
+        return Faces(self.boxes, self.scores, self.landmarks, np.asarray(probabilities, np.float32).reshape(len(self), len(classes)),
+                     list(classes), self.tracks)
+
+    def tracked(self, tracks: np.ndarray, probabilities: np.ndarray) -> "Faces":
+        """The same faces with track ids and (smoothed) probabilities."""
+        return Faces(self.boxes, self.scores, self.landmarks, np.asarray(probabilities, np.float32),
+                     list(self.classes), np.asarray(tracks, np.int64))
+
+    def scaled(self, factor: float) -> "Faces":
+        """The same faces in an image `factor` times the size."""
+        return Faces(np.round(self.boxes * factor).astype(np.int32), self.scores, self.landmarks * factor,
+                     self.probabilities, list(self.classes), self.tracks)
+
+    def shifted(self, dx: int, dy: int) -> "Faces":
+        """The same faces in an image whose origin lies at (-dx, -dy)."""
+        return Faces(self.boxes + np.array([dx, dy, 0, 0], np.int32), self.scores,
+                     self.landmarks + np.array([dx, dy], np.float32), self.probabilities, list(self.classes), self.tracks)
+
+    def in_reading_order(self) -> "Faces":
+        return self[np.lexsort((self.boxes[:, 1], self.boxes[:, 0]))] if len(self) > 1 else self
