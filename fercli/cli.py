@@ -146,7 +146,7 @@ def make_analyzer(model_name, detector, min_face, no_align, **options):
 def image_input_options(command):
     """Options shared by predict and explain."""
     options = [
-        click.option("-p", "--path", default=None, help="Image file, folder or glob (default: data/test/ under the current folder)."),
+        click.option("-p", "--path", default=None, help="Image file, folder, glob, or - for paths on standard input (default: data/test/ under the current folder)."),
         click.option("-r", "--recursive", is_flag=True, help="Also read subfolders."),
         click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for annotated copies and predictions.csv."),
         click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model)."),
@@ -202,11 +202,12 @@ def explain(**options):
 
 def predict_images(path, recursive, output, model_name, no_images, jsonl, resume, quiet, explain, explain_class, landmarks, **detector):
     from fercli.data import canonical_class
-    from fercli.predict import collect_inputs, run_predict
+    from fercli.predict import run_predict
     from fercli.report import show_predict_summary
+    from fercli.sources import collect_images
 
     out = Path(output)
-    inputs, not_images = collect_inputs(path, recursive, out)
+    inputs, not_images = collect_images(path, recursive, out)
     analyzer = make_analyzer(model_name, **detector)
     explainer = None
     if explain or explain_class:
@@ -260,7 +261,8 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
       fercli video --camera 0 --show
     """
     from fercli.report import show_video_summary
-    from fercli.video import collect_videos, detection_scaling, display_available, run_camera, run_videos
+    from fercli.sources import collect_videos
+    from fercli.video import detection_scaling, display_available, run_camera, run_videos
 
     if show and not display_available():
         click.echo("note: --show needs a display and none was found here; writing files only.", err=True)

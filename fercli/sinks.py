@@ -1,14 +1,28 @@
-"""Record writers: CSV (and JSON Lines), one row per face and one per input
-with no face or an error. Rows are flushed as they are written, so a killed run
-keeps everything done so far; `resume=True` appends to an earlier file."""
+"""Sinks: where the faces of each Item go. Each is a context manager with one
+verb, `write(item, faces)` (`faces` is None for an item that failed), used
+alike by predict, video, the camera and the Python API:
+
+- RecordSink: CSV (and JSON Lines), one row per face and one per item with no
+  face or an error. Rows are flushed as they are written, so a killed run keeps
+  everything done so far; `resume=True` appends to an earlier file.
+- AnnotatedImageSink, ExplanationSink: the annotated copy of an image and the
+  heat maps of its faces, under the output folder, never over an input.
+- AnnotatedVideoSink: each frame with its faces drawn, at the frame's time.
+- TimelineSink: each track's probabilities over time (plot, CSV, summary).
+- PreviewSink: a window showing the annotated frames (`q` stops the run).
+"""
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
 
-from fercli.faces import LANDMARK_NAMES
+import cv2
+import numpy as np
+
+from fercli.annotate import draw_faces
 from fercli.errors import UserError
+from fercli.faces import LANDMARK_NAMES
 
 STATUS_OK, STATUS_NO_FACE = "ok", "no_face"
 
@@ -49,7 +63,27 @@ def _drop_partial_last_line(path: Path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
-class RecordSink:
+class StopRun(Exception):
+    """A sink asks the run to stop (the preview window's q)."""
+
+
+class Sink:
+    """The sink protocol: `write(item, faces)`; closing finishes the output."""
+
+    def write(self, item, faces) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RecordSink(Sink):
     def __init__(self, csv_path: Path, classes: list[str], video: bool = False, resume: bool = False,
                  jsonl_path: Path | None = None):
         self.columns = columns_for(classes, video)
@@ -77,10 +111,10 @@ class RecordSink:
             self.jsonl_file = open(jsonl_path, "a" if appending else "w", encoding="utf-8")
         self.flush()
 
-    def write(self, source: str, faces, status: str | None = None, frame: int | None = None,
-              time_s: float | None = None) -> None:
-        """All rows of one input (or one video frame): a row per face, or one status row."""
-        for record in records_for(source, faces, self.classes, status, frame, time_s):
+    def write(self, item, faces) -> None:
+        """All rows of one item: a row per face, or one status row (no face, or the item's error)."""
+        status = f"error: {item.error}" if item.error else None
+        for record in records_for(item.source, None if item.error else faces, self.classes, status, item.frame, item.time_s):
             self.writer.writerow(["" if record.get(c) is None else record[c] for c in self.columns])
             if self.jsonl_file:
                 self.jsonl_file.write(json.dumps({c: record.get(c) for c in self.columns}, ensure_ascii=False) + "\n")
@@ -97,8 +131,89 @@ class RecordSink:
             if handle:
                 handle.close()
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
+def write_image(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise ValueError(f"cannot encode {path.suffix} output")
+    encoded.tofile(str(path))
+
+
+class AnnotatedImageSink(Sink):
+    """Each image with its faces drawn, at the image's relative path under `output`."""
+
+    def __init__(self, output: Path, inputs: set[Path], landmarks: bool = False):
+        self.output, self.inputs, self.landmarks = output, inputs, landmarks
+
+    def write(self, item, faces) -> None:
+        if faces is None:
+            return
+        target = self.output / item.relative
+        if target.resolve() in self.inputs:
+            raise ValueError(f"annotated copy would overwrite input {target}")
+        write_image(target, draw_faces(item.image, faces, self.landmarks))
+
+
+class ExplanationSink(Sink):
+    """A class activation map per face, `<image>.face<N>.cam.png` beside the annotated copy."""
+
+    def __init__(self, analyzer, explainer, output: Path, target_class: str | None = None):
+        self.analyzer, self.explainer, self.output, self.target_class = analyzer, explainer, output, target_class
+        self.written = 0
+
+    def write(self, item, faces) -> None:
+        from fercli.explain import explain_faces, explanation_paths
+
+        if faces is None:
+            return
+        overlays = explain_faces(self.analyzer, self.explainer, item.image, faces, self.target_class)
+        for path, picture in zip(explanation_paths(self.output / item.relative, len(overlays)), overlays):
+            write_image(path, picture)
+        self.written += len(overlays)
+
+
+class AnnotatedVideoSink(Sink):
+    """Each frame with its faces drawn, at the frame's own time; a frame that
+    did not decode shows the previous annotated frame at its time."""
+
+    def __init__(self, writer, landmarks: bool = False):
+        self.writer, self.landmarks, self.last = writer, landmarks, None
+
+    def write(self, item, faces) -> None:
+        annotated = self.last if item.image is None else draw_faces(item.image, faces, self.landmarks)
+        if annotated is not None:
+            self.writer.write(item, annotated)
+            self.last = annotated
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class TimelineSink(Sink):
+    """Each track's class probabilities at each frame's time."""
+
+    def __init__(self, classes: list[str]):
+        self.classes = classes
+        self.timeline: dict[int, list] = {}   # track -> [(time_s, probabilities)]
+
+    def write(self, item, faces) -> None:
+        for face in faces or []:
+            self.timeline.setdefault(face.track, []).append((item.time_s, [face.probabilities[c] for c in self.classes]))
+
+
+class PreviewSink(Sink):
+    """The annotated frames in a window; q or Esc stops the run."""
+
+    def __init__(self, title: str, landmarks: bool = False):
+        self.title, self.landmarks = title, landmarks
+
+    def write(self, item, faces) -> None:
+        if item.image is None:
+            return
+        cv2.imshow(self.title, draw_faces(item.image, faces, self.landmarks))
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            raise StopRun
+
+    def close(self) -> None:
+        cv2.destroyAllWindows()

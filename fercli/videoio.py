@@ -3,19 +3,20 @@ presentation times in, annotated frames out at those same times, H.264 in an
 .mp4 that browsers play, with the input's audio carried over.
 
     with VideoReader(path) as reader, VideoWriter(out, reader) as writer:
-        for frame in reader:                 # VideoFrame: index, time_s, image (BGR), pts
-            writer.write(frame, annotated_image)
+        for item in reader:                  # fercli.sources.Item: frame, time_s, image (BGR), pts
+            writer.write(item, annotated_image)
             ...
         # the audio packets the reader met went to the writer as they came
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from fercli.sources import Item
 
 # Containers and the audio codecs they take as they are; other audio is re-encoded to AAC.
 CODECS = {"h264": ("libx264", ".mp4"), "hevc": ("libx265", ".mp4"), "mpeg4": ("mpeg4", ".mp4"), "mjpeg": ("mjpeg", ".avi")}
@@ -32,21 +33,14 @@ def _quiet_ffmpeg() -> None:
     logging.getLogger("libav").setLevel(logging.CRITICAL)
 
 
-@dataclass
-class VideoFrame:
-    index: int               # 0, 1, 2, ... in presentation order
-    time_s: float            # presentation time in seconds
-    image: np.ndarray | None  # BGR; None for a frame that could not be decoded
-    pts: int | None          # presentation time in the stream's time base
-
-
 class VideoReader:
-    """Decodes a video file's frames in presentation order with their times.
-    Audio packets met on the way are handed to `on_audio` (the writer) untouched.
-    A packet that does not decode gives a VideoFrame with `image` None; a file
-    that ends early stops there (`frames_expected` says what its header promised)."""
+    """Decodes a video file's frames in presentation order with their times, as
+    Items. Audio packets met on the way are handed to `on_audio` (the writer)
+    untouched. A packet that does not decode gives an Item with `image` None;
+    a file that ends early stops there (`frames_expected` says what its header
+    promised)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, relative: Path | None = None):
         import av
 
         _quiet_ffmpeg()
@@ -67,6 +61,7 @@ class VideoReader:
         self.width, self.height = self.stream.codec_context.width, self.stream.codec_context.height
         self.on_audio = None
         self.error: str | None = None   # why decoding stopped early, if it did
+        self.source, self.relative = str(path), relative or Path(Path(path).name)
 
     def __iter__(self):
         import av
@@ -85,7 +80,7 @@ class VideoReader:
                     if packet.size == 0:
                         continue
                     pts = packet.pts
-                    yield VideoFrame(index, self._time(pts, index), None, pts)
+                    yield self._item(index, None, pts, "unreadable frame")
                     index += 1
                     continue
                 for frame in decoded:
@@ -93,13 +88,14 @@ class VideoReader:
                     if pts is not None and last_pts is not None and pts <= last_pts:
                         pts = last_pts + 1  # a repeated timestamp would stop the encoder
                     last_pts = pts if pts is not None else last_pts
-                    yield VideoFrame(index, self._time(pts, index), frame.to_ndarray(format="bgr24"), pts)
+                    yield self._item(index, frame.to_ndarray(format="bgr24"), pts)
                     index += 1
         except (av.FFmpegError, OSError) as exc:
             self.error = f"the file ends in damaged data after {index} frames ({_reason(exc)})"
 
-    def _time(self, pts, index: int) -> float:
-        return float(pts * self.time_base) if pts is not None else index / self.fps
+    def _item(self, index: int, image, pts, error: str | None = None) -> Item:
+        seconds = float(pts * self.time_base) if pts is not None else index / self.fps
+        return Item(self.source, self.relative, image, error, frame=index, time_s=seconds, pts=pts)
 
     def close(self) -> None:
         self.container.close()
@@ -155,8 +151,8 @@ class VideoWriter:
             self.audio = (self.container.add_stream_from_template(self.audio_in) if self.audio_copy
                           else self.container.add_stream(AUDIO_ENCODER[self.suffix], rate=source.sample_rate or 44100))
 
-    def write(self, frame: VideoFrame, image: np.ndarray) -> None:
-        """`image` (BGR, the frame's size) at `frame`'s time."""
+    def write(self, item: Item, image: np.ndarray) -> None:
+        """`image` (BGR, the frame's size) at `item`'s time."""
         import av
 
         height, width = image.shape[:2]
@@ -165,7 +161,7 @@ class VideoWriter:
         if width % 2 or height % 2:
             image = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)))
         out = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
-        pts = frame.pts if frame.pts is not None else round(frame.time_s / self.time_base)
+        pts = item.pts if item.pts is not None else round(item.time_s / self.time_base)
         if self.last_pts is not None and pts <= self.last_pts:
             pts = self.last_pts + 1
         self.last_pts = pts

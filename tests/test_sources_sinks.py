@@ -1,0 +1,156 @@
+"""Sources, sinks and the loop, each driven on its own with fixtures made
+here (no model, no data set): a stand-in analyzer gives fixed faces."""
+import csv
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fercli.errors import UserError
+from fercli.faces import Faces
+from fercli.run import run
+from fercli.sinks import (AnnotatedImageSink, AnnotatedVideoSink, RecordSink, StopRun, TimelineSink,
+                          write_image)
+from fercli.sources import Item, collect_images, collect_videos, image_items
+from tests.clips import phone_clip, video_streams
+
+CLASSES = ["happy", "sad"]
+
+
+class FixedAnalyzer:
+    """Finds one face at the same place in every image, 'happy' with 0.8."""
+    classes = CLASSES
+
+    def __init__(self):
+        self.calls = 0
+
+    def analyze(self, image):
+        self.calls += 1
+        return Faces.from_boxes([[4, 4, 8, 8]]).classified([[0.8, 0.2]], CLASSES)
+
+
+def picture(value=128, size=(16, 20)):
+    return np.full((*size, 3), value, np.uint8)
+
+
+def rows(path: Path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_collect_images_from_folder_glob_and_standard_input(tmp_path, monkeypatch):
+    for name in ("a.png", "sub/b.jpg", "notes.txt"):
+        if name.endswith("txt"):
+            (tmp_path / name).write_text("x")
+        else:
+            write_image(tmp_path / name, picture())
+    files, skipped = collect_images(str(tmp_path), recursive=True, output=tmp_path / "out")
+    assert [f.relative for f in files] == [Path("a.png"), Path("sub/b.jpg")] and skipped == 1
+    files, _ = collect_images(str(tmp_path / "*.png"), recursive=False, output=tmp_path / "out")
+    assert [f.relative for f in files] == [Path("a.png")]
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{tmp_path / 'a.png'}\n\n{tmp_path / 'sub' / 'b.jpg'}\n"))
+    files, _ = collect_images("-", recursive=False, output=tmp_path / "out")
+    assert [f.relative for f in files] == [Path("a.png"), Path("sub/b.jpg")]
+    with pytest.raises(UserError, match="does not exist"):
+        collect_images(str(tmp_path / "nothing"), False, tmp_path / "out")
+
+
+def test_image_items_carry_the_reason_of_an_unreadable_file(tmp_path):
+    write_image(tmp_path / "good.png", picture())
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    files, _ = collect_images(str(tmp_path), recursive=False, output=tmp_path / "out")
+    items = list(image_items(files))
+    assert [(Path(i.source).name, i.image is None, i.error) for i in items] == [
+        ("bad.jpg", True, "not a readable image"), ("good.png", False, None)]
+
+
+def test_collect_videos_mirrors_folders(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "clip.mp4").write_bytes(b"")
+    assert [f.relative for f in collect_videos((str(tmp_path),))] == [Path("a/clip.mp4"), Path("b/clip.mp4")]
+
+
+def test_video_reader_gives_frames_at_their_times(tmp_path):
+    from fercli.videoio import VideoReader
+
+    times = phone_clip(tmp_path / "phone.mp4", frames=12)
+    with VideoReader(tmp_path / "phone.mp4") as reader:
+        items = list(reader)
+    assert [i.frame for i in items] == list(range(12)) and [i.time_s for i in items] == pytest.approx(times, abs=1e-4)
+    assert all(i.image.shape == (240, 320, 3) for i in items) and reader.audio is not None
+
+
+def test_record_sink_rows_and_resume(tmp_path):
+    faces = FixedAnalyzer().analyze(None)
+    with RecordSink(tmp_path / "p.csv", CLASSES) as sink:
+        sink.write(Item("a.png", Path("a.png"), picture()), faces)
+        sink.write(Item("b.png", Path("b.png"), picture()), Faces.empty(CLASSES))
+        sink.write(Item("c.png", Path("c.png"), None, error="not a readable image"), None)
+    got = rows(tmp_path / "p.csv")
+    assert [(r["source"], r["emotion"], r["status"]) for r in got] == [
+        ("a.png", "happy", "ok"), ("b.png", "", "no_face"), ("c.png", "", "error: not a readable image")]
+    assert got[0]["p_happy"] == "0.8" and got[0]["x"] == "4"
+    with RecordSink(tmp_path / "p.csv", CLASSES, resume=True) as sink:
+        assert sink.done == {"a.png", "b.png", "c.png"}
+
+
+def test_annotated_image_sink_draws_and_never_overwrites_an_input(tmp_path):
+    image = picture(200, (40, 40))
+    source = write_image(tmp_path / "in.png", image) or tmp_path / "in.png"
+    sink = AnnotatedImageSink(tmp_path / "out", {source.resolve()})
+    sink.write(Item(str(source), Path("in.png"), image), FixedAnalyzer().analyze(image))
+    assert not np.array_equal(cv2.imread(str(tmp_path / "out" / "in.png")), image)
+    with pytest.raises(ValueError, match="overwrite input"):
+        AnnotatedImageSink(tmp_path, {source.resolve()}).write(Item(str(source), Path("in.png"), image),
+                                                                FixedAnalyzer().analyze(image))
+
+
+def test_annotated_video_sink_keeps_each_frame_time_and_repeats_a_broken_one(tmp_path):
+    from fercli.videoio import VideoWriter
+
+    faces = FixedAnalyzer().analyze(None)
+    with AnnotatedVideoSink(VideoWriter(tmp_path / "out.mp4", fps=25, time_base=None)) as sink:
+        for index, seconds in enumerate([0.0, 0.05, 0.07, 0.2]):
+            image = None if index == 2 else picture(60 * index, (32, 48))
+            sink.write(Item("x", Path("x"), image, frame=index, time_s=seconds, pts=None), faces)
+    assert video_streams(tmp_path / "out.mp4")["times"] == pytest.approx([0.0, 0.05, 0.07, 0.2], abs=1e-3)
+
+
+def test_loop_carries_faces_between_analysed_frames_and_reports_each_failure(tmp_path):
+    analyzer, timeline = FixedAnalyzer(), TimelineSink(CLASSES)
+    frames = [Item("v.mp4", Path("v.mp4"), picture() if i != 4 else None, "unreadable frame" if i == 4 else None,
+                   frame=i, time_s=i / 10) for i in range(7)]
+    failures = []
+    with RecordSink(tmp_path / "p.csv", CLASSES, video=True) as records:
+        stats = run(iter(frames), analyzer, records, [timeline], every=3, on_error=lambda s, r: failures.append(r))
+    assert analyzer.calls == 3 and stats.analysed == 3 and stats.items == 7   # frames 0, 3, 6
+    assert stats.bad_frames == [4] and stats.failed == [] and failures and "frame 4 unreadable" in failures[0]
+    got = rows(tmp_path / "p.csv")
+    assert [r["status"] for r in got] == ["ok"] * 4 + ["error: unreadable frame"] + ["ok"] * 2
+    assert len(timeline.timeline[None]) == 6   # untracked faces, every frame that had them
+
+    class StopAtThird:
+        def write(self, item, faces):
+            if item.frame == 2:
+                raise StopRun
+
+        def close(self):
+            pass
+
+    with RecordSink(tmp_path / "q.csv", CLASSES, video=True) as records:
+        stats = run(iter(frames), FixedAnalyzer(), records, [StopAtThird()])
+    assert stats.items == 3 and len(rows(tmp_path / "q.csv")) == 2
+
+
+def test_loop_turns_a_failing_sink_into_an_error_row(tmp_path):
+    class Broken:
+        def write(self, item, faces):
+            raise OSError("disk full")
+
+    with RecordSink(tmp_path / "p.csv", CLASSES) as records:
+        stats = run(iter([Item("a.png", Path("a.png"), picture())]), FixedAnalyzer(), records, [Broken()])
+    assert stats.failed == [("a.png", "disk full")]
+    assert [r["status"] for r in rows(tmp_path / "p.csv")] == ["error: disk full"]
