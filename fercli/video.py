@@ -21,7 +21,7 @@ from fercli.sinks import AnnotatedVideoSink, PreviewSink, RecordSink, TimelineSi
 from fercli.sources import InputFile, Item, ThreadedCamera
 from fercli.videoio import CODECS, DEFAULT_CODEC, VideoReader, VideoWriter
 
-VIDEO_DETECT_SIDE = 960  # frames are detected at most this large: 720p at 0.75, as fast as haar at half size
+VIDEO_DETECT_SIDE = 960  # frames are detected at most this large: 720p at 0.75, near haar's speed at half size
 
 
 def detection_scaling(detector: str, detect_scale: float | None) -> dict:
