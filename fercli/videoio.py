@@ -125,6 +125,9 @@ class VideoWriter:
         self.container = av.open(str(path), "w", options=options)
         self.encoder, self.suffix = encoder, suffix
         self.time_base = (reader.time_base if reader else time_base) or Fraction(1, 1000)
+        if encoder == "mpeg4" and self.time_base.denominator > 65535:  # the MPEG-4 Part 2 limit
+            self.time_base = Fraction(1, 1000)
+        self.own_pts = reader is None or self.time_base != reader.time_base
         self.fps = reader.fps if reader else fps
         self.video = self.audio = None
         self.audio_in = reader.audio if reader else None
@@ -161,7 +164,7 @@ class VideoWriter:
         if width % 2 or height % 2:
             image = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)))
         out = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
-        pts = item.pts if item.pts is not None else round(item.time_s / self.time_base)
+        pts = round(item.time_s / self.time_base) if self.own_pts or item.pts is None else item.pts
         if self.last_pts is not None and pts <= self.last_pts:
             pts = self.last_pts + 1
         self.last_pts = pts

@@ -171,3 +171,13 @@ def test_tracker_keeps_ids_and_smooths():
     third = tracker.update(faces(((400, 300, 50, 50), 0.5)), frame=4)
     assert third[0].track == 3
     assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+
+
+@pytest.mark.parametrize("codec, suffix, name", [("mpeg4", ".mp4", "mpeg4"), ("mjpeg", ".avi", "mjpeg"), ("hevc", ".mp4", "hevc")])
+def test_other_codecs_keep_every_frame_and_the_audio(tmp_path, codec, suffix, name):
+    times = phone_clip(tmp_path / "phone.mp4", frames=8)
+    result = run("video", tmp_path / "phone.mp4", "-o", tmp_path / "out", "--codec", codec, "-q")
+    assert result.exit_code == 0, result.stderr
+    annotated = video_streams(tmp_path / "out" / f"phone{suffix}")
+    assert annotated["video_codec"] == name and annotated["audio_codec"] is not None
+    assert annotated["times"] == pytest.approx(times, abs=0.002)
