@@ -29,6 +29,10 @@ class FercliGroup(click.Group):
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:  # a file or folder the command needs and the system refuses
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            click.echo(f"error: {where}{exc.strerror or exc}.", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted.", err=True)
             sys.exit(130)
@@ -36,9 +40,16 @@ class FercliGroup(click.Group):
 
 @click.group(cls=FercliGroup, epilog=EXIT_CODES)
 @click.version_option(__version__, "--version", prog_name="fercli")
-def main():
+@click.option("--max-pixels", type=click.FloatRange(1e4), default=None,
+              help="Refuse pictures larger than this many pixels, read from their header before decoding [default: 100e6, or $FERCLI_MAX_PIXELS].")
+def main(max_pixels):
     """Find faces in images and videos, tell which emotion each shows, and
     train and evaluate emotion models."""
+    if max_pixels:
+        os.environ["FERCLI_MAX_PIXELS"] = str(int(max_pixels))  # read when fercli.data loads, with OpenCV's own limit
+        import fercli.data
+
+        fercli.data.MAX_PIXELS = int(max_pixels)
 
 
 @main.command(epilog=EXIT_CODES)
@@ -79,8 +90,10 @@ def train(data, out, resume, **options):
                    f"fold models in {result['fold_models']}")
     else:
         best = result["best_val_accuracy"]
-        click.echo(f"saved {out_path}" + (f" (val accuracy {best:.2%}, epoch {result['best_epoch']})" if best is not None else "")
+        click.echo(f"saved {out_path}" + (f" (val accuracy {best:.2%}, epoch {result['best_epoch']})" if best is not None
+                                          else " (no validation data: the last epoch)")
                    + f"; history in {out_path.with_suffix('')}.history.csv/.png")
+    skipped_and_exit(result.get("skipped", 0))
 
 
 @main.command("eval", epilog=EXIT_CODES)
@@ -111,6 +124,14 @@ def eval_command(data, model_name, split, json_path, output, record):
         record_accuracy(model.path, result, model.precision)
         written.append(model.path)
     click.echo("wrote " + ", ".join(str(p) for p in written))
+    skipped_and_exit(result.get("skipped", 0))
+
+
+def skipped_and_exit(skipped: int) -> None:
+    """Exit code 1, and a line saying why, when unreadable images were left out."""
+    if skipped:
+        click.echo(f"{skipped} unreadable image(s) were skipped (named above).", err=True)
+    sys.exit(1 if skipped else 0)
 
 
 # The detector names repeat fercli.detect.DETECTORS so that --help need not import it (a test keeps them equal).

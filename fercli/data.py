@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
+# A picture of more pixels than this is refused from its header, before decoding
+# (`fercli --max-pixels N` or FERCLI_MAX_PIXELS sets it); OpenCV's own limit backs it up.
+MAX_PIXELS = int(float(os.environ.get("FERCLI_MAX_PIXELS", 100_000_000)))
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max(MAX_PIXELS, 1 << 30)))
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from fercli.errors import UserError
+import cv2  # noqa: E402  (after the environment above, which OpenCV reads)
+import numpy as np  # noqa: E402
+
+from fercli.errors import UserError  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 SPLIT_NAMES = ("train", "val", "test")
@@ -143,15 +152,81 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
     return decode_image(raw)
 
 
-def decode_image(raw: np.ndarray) -> np.ndarray:
+def header_size(raw: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from an encoded image's header, without decoding it;
+    None where the header cannot be read."""
+    import io
+
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # fercli's own limit applies (max_pixels)
+    try:
+        with Image.open(io.BytesIO(raw.tobytes())) as image:
+            return image.size
+    except Exception:  # Pillow raises many types for a damaged header; OpenCV then has its say
+        return None
+
+
+def jpeg_is_cut_off(raw: bytes) -> bool:
+    """A JPEG whose main image has no end-of-image marker after its scan data
+    (libjpeg decodes such a file silently, with a grey bottom). Bytes after the
+    marker, as phones and editors append, are fine: the marker is looked for
+    after the main image's first scan, found by walking the segments before it
+    (an EXIF thumbnail inside them has markers of its own)."""
+    position, length = 2, len(raw)
+    while position + 4 <= length and raw[position] == 0xFF:
+        marker = raw[position + 1]
+        if marker == 0xDA:  # start of scan: the entropy-coded data follows
+            return raw.find(b"\xff\xd9", position) < 0
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            position += 2
+            continue
+        position += 2 + ((raw[position + 2] << 8) | raw[position + 3])
+    return True  # no scan at all, or the segments run past the end
+
+
+_decoding = threading.Lock()
+
+
+@contextmanager
+def _stderr_silenced():
+    """libpng and libjpeg print their own complaints on stderr (file
+    descriptor 2) from inside OpenCV; fercli says what went wrong in one
+    sentence instead. One decode at a time holds the descriptor."""
+    with _decoding:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def decode_image(raw: np.ndarray, max_pixels: int | None = None) -> np.ndarray:
     """Encoded image bytes (uint8 array) -> 8-bit BGR, EXIF orientation applied;
-    raises ValueError with the reason it cannot."""
+    raises ValueError with the reason it cannot. The size in the header is
+    checked against `max_pixels` (default MAX_PIXELS) before anything is
+    decoded, so a small file that would decode to gigabytes is refused."""
     if raw.size == 0:
         raise ValueError("empty file (0 bytes)")
-    # libjpeg decodes a cut-off JPEG silently (grey bottom): an intact one ends with its EOI marker.
-    if raw[:2].tobytes() == b"\xff\xd8" and raw[-4096:].tobytes().rfind(b"\xff\xd9") < 0:
+    limit = max_pixels or MAX_PIXELS
+    size = header_size(raw)
+    if size and size[0] * size[1] > limit:
+        raise ValueError(f"{size[0]}x{size[1]} pixels, over the limit of {limit / 1e6:g} megapixels "
+                         "(fercli --max-pixels raises it)")
+    if raw[:2].tobytes() == b"\xff\xd8" and jpeg_is_cut_off(raw.tobytes()):
         raise ValueError("truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+    try:
+        with _stderr_silenced():
+            image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+    except cv2.error:  # OpenCV's own size limit, for a header Pillow could not read
+        image = None
     if image is None or image.size == 0:
         raise ValueError("not a readable image")
     return image

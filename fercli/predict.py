@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fercli.run import run
 from fercli.sinks import AnnotatedImageSink, ExplanationSink, RecordSink
-from fercli.sources import InputFile, image_items
+from fercli.sources import InputFile, image_items, real_path
 
 
 @dataclass
@@ -29,10 +29,10 @@ def run_predict(files: list[InputFile], analyzer, output: Path, save_images: boo
                 on_error=None, explainer=None, explain_class: str | None = None, draw_landmarks: bool = False) -> Summary:
     with RecordSink(output / "predictions.csv", analyzer.classes, resume=resume,
                     jsonl_path=output / "predictions.jsonl" if jsonl else None) as records:
-        todo = [f for f in files if str(f.path) not in records.done]
+        todo = [f for f in files if real_path(f.path) not in records.done]
         sinks = []
         if save_images:
-            sinks.append(AnnotatedImageSink(output, {f.path.resolve() for f in files}, draw_landmarks))
+            sinks.append(AnnotatedImageSink(output, {real_path(f.path) for f in files}, draw_landmarks))
         if explainer is not None:
             sinks.append(ExplanationSink(analyzer, explainer, output, explain_class))
         stats = run(image_items(todo), analyzer, records, sinks, on_error=on_error, progress=progress, total=len(todo))

@@ -55,7 +55,8 @@ def show_scores(result: dict, model_name: str) -> None:
     from rich.table import Table
 
     out = console()
-    table = Table(title=f"{model_name} on {result['data']}: accuracy {result['accuracy']:.2%} (n={result['n']})")
+    skipped = f", {result['skipped']} unreadable image(s) skipped" if result.get("skipped") else ""
+    table = Table(title=f"{model_name} on {result['data']}: accuracy {result['accuracy']:.2%} (n={result['n']}{skipped})")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, s in result["per_class"].items():

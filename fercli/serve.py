@@ -102,9 +102,14 @@ def serve(analyzer, host: str, port: int, max_upload_mb: float) -> None:
     app = create_app(analyzer, max_upload_mb)
     from werkzeug.serving import make_server
 
-    try:
+    import socket
+
+    try:  # werkzeug would print its own lines about a busy port and exit 1
+        with socket.create_server((host, port), reuse_port=False):
+            pass
         server = make_server(host, port, app, threaded=True)
-    except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}).") from None
+    except (OSError, SystemExit) as exc:
+        reason = getattr(exc, "strerror", None) or "the address is in use or not available"
+        raise UserError(f"cannot listen on {host}:{port} ({reason}); choose another --port or --host.") from None
     print(f"fercli serve: http://{host}:{port}/  (model {analyzer.model.name}; Ctrl-C stops)", flush=True)
     server.serve_forever()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -55,6 +56,14 @@ def records_for(source: str, faces, classes: list[str], status: str | None = Non
     return records or [{**base, "status": status or STATUS_NO_FACE}]
 
 
+def _write_atomically(path: Path, rows: list[list]) -> None:
+    """A CSV written whole to a side file, then renamed over `path`: a kill leaves the old file or the new one."""
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    os.replace(partial, path)
+
+
 def _drop_partial_last_line(path: Path) -> None:
     """A run killed mid-write can leave half a line: cut it before appending."""
     with open(path, "rb+") as handle:
@@ -88,28 +97,52 @@ class RecordSink(Sink):
                  jsonl_path: Path | None = None):
         self.columns = columns_for(classes, video)
         self.classes = classes
-        self.done: set[str] = set()
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: set[Path] = set()   # with resume: the inputs already recorded, by their real path
+        try:
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            csv_path.parent.joinpath(".fercli-write-test").touch()
+            csv_path.parent.joinpath(".fercli-write-test").unlink()
+        except OSError as exc:
+            raise UserError(f"cannot write to the output folder {csv_path.parent} ({exc.strerror or exc}).") from None
         appending = resume and csv_path.is_file() and csv_path.stat().st_size > 0
         if appending:
-            _drop_partial_last_line(csv_path)
-            with open(csv_path, newline="", encoding="utf-8") as handle:
-                reader = csv.reader(handle)
-                header = next(reader, [])
-                if header != self.columns:
-                    raise UserError(f"{csv_path} was written with other columns (another model or mode); "
-                                    "use another --output folder or drop --resume.")
-                self.done = {row[0] for row in reader if row}
+            self.done = self._keep_finished(csv_path, jsonl_path)
         self.csv_file = open(csv_path, "a" if appending else "w", newline="", encoding="utf-8")
         self.writer = csv.writer(self.csv_file)
         if not appending:
             self.writer.writerow(self.columns)
         self.jsonl_file = None
         if jsonl_path:
-            if appending and jsonl_path.is_file():
-                _drop_partial_last_line(jsonl_path)
-            self.jsonl_file = open(jsonl_path, "a" if appending else "w", encoding="utf-8")
+            self.jsonl_file = open(jsonl_path, "a" if appending and jsonl_path.is_file() else "w", encoding="utf-8")
         self.flush()
+
+    def _keep_finished(self, csv_path: Path, jsonl_path: Path | None) -> set[Path]:
+        """Before a resumed run appends: keep the rows of the inputs that were
+        finished and did not fail, rewritten atomically; the last input's rows
+        go too (a kill may have cut it between two of its faces), and failed
+        inputs are tried again. Returns the kept inputs' real paths."""
+        _drop_partial_last_line(csv_path)
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            if next(reader, []) != self.columns:
+                raise UserError(f"{csv_path} was written with other columns (another model or mode); "
+                                "use another --output folder or drop --resume.")
+            rows = [row for row in reader if row]
+        status = self.columns.index("status")
+        last = rows[-1][0] if rows else None
+        failed = {row[0] for row in rows if row[status].startswith("error")}
+        kept = [row for row in rows if row[0] != last and row[0] not in failed]
+        if len(kept) < len(rows):
+            _write_atomically(csv_path, [self.columns] + kept)
+            if jsonl_path and jsonl_path.is_file():
+                _drop_partial_last_line(jsonl_path)
+                sources = {row[0] for row in kept}
+                lines = [line for line in jsonl_path.read_text(encoding="utf-8").splitlines()
+                         if line and json.loads(line)["source"] in sources]
+                partial = jsonl_path.with_name(jsonl_path.name + ".partial")
+                partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+                os.replace(partial, jsonl_path)
+        return {Path(os.path.realpath(row[0])) for row in kept}
 
     def write(self, item, faces) -> None:
         """All rows of one item: a row per face, or one status row (no face, or the item's error)."""
@@ -150,7 +183,7 @@ class AnnotatedImageSink(Sink):
         if faces is None:
             return
         target = self.output / item.relative
-        if target.resolve() in self.inputs:
+        if Path(os.path.realpath(target)) in self.inputs:
             raise ValueError(f"annotated copy would overwrite input {target}")
         write_image(target, draw_faces(item.image, faces, self.landmarks))
 

@@ -47,12 +47,33 @@ class Item:
     pts: int | None = None           # video: presentation time in the stream's time base
 
 
+def real_path(path: Path) -> Path:
+    """The absolute path with symlinks followed; a symlink loop gives the path itself, never an error."""
+    return Path(os.path.realpath(path))
+
+
 def _inside(path: Path, folder: Path) -> bool:
     try:
-        path.resolve().relative_to(folder.resolve())
+        real_path(path).relative_to(real_path(folder))
         return True
     except ValueError:
         return False
+
+
+def _folder_entries(root: Path, recursive: bool) -> list[Path]:
+    """Everything in a folder (and its subfolders with `recursive`), without
+    following symlinked folders: a symlink loop cannot trap the walk."""
+    if not recursive:
+        try:
+            return sorted(root.iterdir())
+        except OSError as exc:
+            raise UserError(f"cannot read the folder {root} ({exc.strerror or exc}).") from None
+    entries = []
+    for folder, subfolders, files in os.walk(root, followlinks=False):
+        entries += [Path(folder) / name for name in files]
+        # A folder whose name looks like an image is listed too, so that it is counted as skipped.
+        entries += [Path(folder) / name for name in subfolders if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(entries)
 
 
 def collect_images(path: str | None, recursive: bool, output: Path) -> tuple[list[InputFile], int]:
@@ -67,14 +88,16 @@ def collect_images(path: str | None, recursive: bool, output: Path) -> tuple[lis
     root = Path(path)
     if path == "-":
         candidates = [Path(line.strip()) for line in sys.stdin if line.strip()]
-        base = Path(os.path.commonpath([str(p.resolve().parent) for p in candidates])) if candidates else Path(".")
-        candidates = [p.resolve() for p in candidates]
+        candidates = [Path(os.path.abspath(p)) for p in candidates]
+        base = Path(os.path.commonpath([str(p.parent) for p in candidates])) if candidates else Path(".")
     elif root.is_file():
+        if root.suffix.lower() not in IMAGE_SUFFIXES:
+            raise UserError(f"{root} is not an image type fercli reads ({', '.join(sorted(IMAGE_SUFFIXES))}).")
         return [InputFile(root, Path(root.name))], 0
     elif root.is_dir():
-        if _inside(root, output) or root.resolve() == output.resolve():
+        if _inside(root, output) or real_path(root) == real_path(output):
             raise UserError(f"the output folder {output} contains the input {root}; choose another -o.")
-        candidates = sorted(root.rglob("*") if recursive else root.iterdir())
+        candidates = _folder_entries(root, recursive)
         base = root
     elif glob.has_magic(path):
         candidates = sorted(Path(p) for p in glob.glob(path, recursive=recursive))
@@ -83,9 +106,9 @@ def collect_images(path: str | None, recursive: bool, output: Path) -> tuple[lis
         raise UserError(f"{path} does not exist.")
     inputs, not_images = [], 0
     for candidate in candidates:
-        if not (candidate.is_file() or candidate.is_symlink()) or _inside(candidate, output):
+        if _inside(candidate, output):
             continue
-        if candidate.suffix.lower() in IMAGE_SUFFIXES:
+        if candidate.suffix.lower() in IMAGE_SUFFIXES and (candidate.is_file() or candidate.is_symlink()):
             inputs.append(InputFile(candidate, candidate.relative_to(base)))
         else:
             not_images += 1
@@ -124,8 +147,8 @@ def collect_videos(paths: tuple[str, ...]) -> list[InputFile]:
             raise UserError(f"{path} does not exist.")
     if not videos:
         raise UserError("no video given: pass video files or a folder, or --camera N.")
-    base = Path(os.path.commonpath([str(p.resolve().parent) for p in videos]))
-    return [InputFile(p, p.resolve().relative_to(base)) for p in videos]
+    base = Path(os.path.commonpath([os.path.abspath(p.parent) for p in videos]))
+    return [InputFile(p, Path(os.path.abspath(p)).relative_to(base)) for p in videos]
 
 
 class ThreadedCamera:

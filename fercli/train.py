@@ -162,6 +162,13 @@ def write_history(history: dict[str, list[float]], stem: Path) -> None:
     history_plot(history, f"{stem}.history.png")
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """A killed process leaves the old file or the new one, never half of one."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def _checkpoint_callback(cfg, out: Path, ckpt_dir: Path, state: dict, metadata: dict, has_val: bool):
     import keras
 
@@ -176,15 +183,15 @@ def _checkpoint_callback(cfg, out: Path, ckpt_dir: Path, state: dict, metadata: 
             state["history"].setdefault("lr", []).append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
             state["epoch"] = epoch + 1
             state["wall_s"] = state.get("wall_s", 0.0) + time.time() - state.pop("_epoch_start", time.time())
-            score = logs.get("val_accuracy", logs.get("accuracy", 0.0))
-            if not has_val or score > state.get("best", -1.0):
-                state["best"], state["best_epoch"] = float(score), epoch + 1
+            score = float(logs.get("val_accuracy", 0.0)) if has_val else None
+            if not has_val or score > state.get("best", -1.0):  # without validation data the last epoch is kept
+                state["best"], state["best_epoch"] = score, epoch + 1
                 meta = dict(metadata, epochs_trained=epoch + 1, best_epoch=epoch + 1, train_wall_s=round(state["wall_s"], 1),
-                            val_accuracy=float(score) if has_val else None)
+                            val_accuracy=score)
                 save_model(self.model, out, meta)
             self.model.save(ckpt_dir / "last.tmp.keras")
             os.replace(ckpt_dir / "last.tmp.keras", ckpt_dir / "last.keras")
-            (ckpt_dir / "state.json").write_text(json.dumps(state, indent=1))
+            write_atomically(ckpt_dir / "state.json", json.dumps(state, indent=1))
             write_history(state["history"], out.with_suffix(""))
 
         def on_epoch_begin(self, epoch, logs=None):
@@ -231,7 +238,11 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "init": init,
     }
     if resume and state_file.is_file() and (ckpt_dir / "last.keras").is_file():
-        state = json.loads(state_file.read_text())
+        try:
+            state = json.loads(state_file.read_text())
+            state["epoch"], state["history"]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"the checkpoint state {state_file} is damaged; drop --resume to start again.") from None
         if state.get("classes") != train.classes:
             raise UserError(f"the checkpoint in {ckpt_dir} was trained on other classes ({', '.join(state.get('classes', []))}).")
         model = keras.models.load_model(ckpt_dir / "last.keras")
@@ -281,6 +292,10 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
 def run_training(data_path: str, cfg: TrainConfig, out: Path, resume: bool, echo=print, warn=None) -> dict:
     """The whole `fercli train` job: single run, or k-fold cross-validation."""
     splits = read_dataset(data_path, cfg.img_size, warn=warn)
+    present = sorted({ds.classes[label] for ds in splits.values() for label in np.unique(ds.labels)})
+    if len(present) < 2:
+        raise UserError(f"{data_path} holds images of {'only one class (' + present[0] + ')' if present else 'no class'}; "
+                        "an emotion model needs at least two classes to tell apart.")
     skipped = sum(len(ds.skipped) for ds in splits.values())
     if skipped:
         echo(f"skipped {skipped} unreadable image(s); training goes on with the rest")

@@ -18,7 +18,7 @@ from fercli.annotate import colour_for
 from fercli.faces import Faces
 from fercli.run import run
 from fercli.sinks import AnnotatedVideoSink, PreviewSink, RecordSink, TimelineSink
-from fercli.sources import InputFile, Item, ThreadedCamera
+from fercli.sources import InputFile, Item, ThreadedCamera, real_path
 from fercli.videoio import CODECS, DEFAULT_CODEC, VideoReader, VideoWriter
 
 VIDEO_DETECT_SIDE = 960  # frames are detected at most this large: 720p at 0.75, near haar's speed at half size
@@ -114,7 +114,7 @@ def output_video_path(output: Path, item: InputFile, inputs: set[Path], codec: s
     """The annotated copy's path: the input's place under `output`, in the
     codec's container; never one of the inputs."""
     path = output / item.relative.with_suffix(CODECS[codec][1])
-    if path.resolve() in inputs:
+    if real_path(path) in inputs:
         path = path.with_name(f"{path.stem}.annotated{path.suffix}")
     return path
 
@@ -175,7 +175,7 @@ def run_videos(videos: list[InputFile], analyzer, output: Path, every: int, smoo
     """Every file in turn; an unreadable one is reported and the others go on.
     Returns ([(report, summary)], [(source, reason)])."""
     done, failed = [], []
-    inputs = {file.path.resolve() for file in videos}
+    inputs = {real_path(file.path) for file in videos}
     with RecordSink(output / "predictions.csv", analyzer.classes, video=True,
                     jsonl_path=output / "predictions.jsonl" if jsonl else None) as records:
 

@@ -192,8 +192,9 @@ def test_corrupt_image_in_training_folder_is_skipped(fer_sample, tmp_path):
     data = copy_sample(fer_sample / "train", tmp_path / "d", 8)
     (data / "happy" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     result = run("train", data, "--epochs", 1, "--batch-size", 16, "--out", tmp_path / "m.keras")
-    assert result.exit_code == 0, result.output + result.stderr
+    assert result.exit_code == 1, result.output + result.stderr  # trained, but not on every image given
     assert "corrupt.jpg" in result.stderr and "skipped 1 unreadable image" in result.output
+    assert "1 unreadable image(s) were skipped" in result.stderr
     assert (tmp_path / "m.keras").is_file()
 
 
@@ -418,3 +419,28 @@ def test_ema_saves_the_moving_average_of_the_weights(fer_sample, tmp_path):
                          if a.ndim > 1)  # kernels only (batch-norm statistics are not averaged)
     assert read_metadata(tmp_path / "ema0.999999.keras")["config"]["ema"] == 0.999999
     assert moved[0.999999] < 0.2 * moved[0], moved
+
+
+def test_training_on_one_class_is_refused(tmp_path):
+    for i in range(4):
+        write_image(tmp_path / "data" / "happy" / f"{i}.png", synthetic_faces(4, seed=i)[0])
+    result = run("train", tmp_path / "data", "--epochs", 1, "--out", tmp_path / "m.keras")
+    assert result.exit_code == 2 and "only one class (happy)" in result.stderr
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_no_validation_data_is_said_and_a_damaged_checkpoint_state_is_a_sentence(tmp_path):
+    faces = synthetic_faces(12, seed=3)
+    for i, face in enumerate(faces):
+        write_image(tmp_path / "data" / ("happy" if i % 2 else "sad") / f"{i}.png", face)
+    out = tmp_path / "m.keras"
+    result = run("train", tmp_path / "data", "--val-split", 0, "--arch", "vgg-small", "--epochs", 1, "--batch-size", 4, "--out", out)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "no validation data" in result.output and "val accuracy" not in result.output
+    assert read_metadata(out)["val_accuracy"] is None
+    state = tmp_path / "m.keras.ckpt" / "state.json"
+    assert json.loads(state.read_text())["epoch"] == 1 and not list(state.parent.glob("*.partial"))
+    state.write_text(state.read_text()[:40])  # as a kill in the middle of a plain write would leave it
+    result = run("train", tmp_path / "data", "--val-split", 0, "--arch", "vgg-small", "--epochs", 2, "--batch-size", 4,
+                 "--out", out, "--resume")
+    assert result.exit_code == 2 and "damaged" in result.stderr
