@@ -18,7 +18,7 @@ from pathlib import Path
 # A picture of more pixels than this is refused from its header, before decoding
 # (`fercli --max-pixels N` or FERCLI_MAX_PIXELS sets it); OpenCV's own limit backs it up.
 MAX_PIXELS = int(float(os.environ.get("FERCLI_MAX_PIXELS", 100_000_000)))
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max(MAX_PIXELS, 1 << 30)))
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 import cv2  # noqa: E402  (after the environment above, which OpenCV reads)

@@ -93,8 +93,15 @@ def test_record_sink_rows_and_resume(tmp_path):
     assert [(r["source"], r["emotion"], r["status"]) for r in got] == [
         ("a.png", "happy", "ok"), ("b.png", "", "no_face"), ("c.png", "", "error: not a readable image")]
     assert got[0]["p_happy"] == "0.8" and got[0]["x"] == "4"
+    with RecordSink(tmp_path / "p.csv", CLASSES) as sink:
+        for name in ("a.png", "b.png", "c.png", "d.png"):
+            failed = name == "b.png"
+            sink.write(Item(str(tmp_path / name), Path(name), None if failed else picture(),
+                            error="not a readable image" if failed else None), None if failed else faces)
     with RecordSink(tmp_path / "p.csv", CLASSES, resume=True) as sink:
-        assert sink.done == {"a.png", "b.png", "c.png"}
+        # b.png failed: tried again; d.png was the last one written: it may be incomplete, so done again
+        assert sink.done == {tmp_path / "a.png", tmp_path / "c.png"}
+    assert [Path(r["source"]).name for r in rows(tmp_path / "p.csv")] == ["a.png", "c.png"]
 
 
 def test_annotated_image_sink_draws_and_never_overwrites_an_input(tmp_path):
