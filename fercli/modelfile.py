@@ -95,9 +95,16 @@ def read_metadata(path: str | os.PathLike) -> dict:
         with zipfile.ZipFile(path) as archive:
             if METADATA_MEMBER not in archive.namelist():
                 raise UserError(f"{path} is a Keras model without fercli metadata (class names); train it with `fercli train`.")
-            return json.loads(archive.read(METADATA_MEMBER))
+            metadata = json.loads(archive.read(METADATA_MEMBER))
     except (zipfile.BadZipFile, OSError, ValueError, KeyError):
         raise UserError(f"{path} is not a valid fercli model file (corrupt or not a .keras archive).") from None
+    classes = metadata.get("classes") if isinstance(metadata, dict) else None
+    size = metadata.get("input_size") if isinstance(metadata, dict) else None
+    if (not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes)
+            or not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 1024):
+        raise UserError(f"{path} has malformed fercli metadata ({METADATA_MEMBER} needs 'classes', a list of two or "
+                        "more names, and 'input_size', a side in pixels).")
+    return metadata
 
 
 def load_keras_model(path):

@@ -132,3 +132,23 @@ def test_serve_on_a_busy_port_is_a_usage_error():
         port = busy.getsockname()[1]
         out = fercli("serve", "--port", port)
     assert out.returncode == 2 and "cannot listen on 127.0.0.1" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("metadata", ['{"classes": ["happy", "sad"]}', '{"classes": "happy", "input_size": 48}',
+                                      '[1, 2]', '{"classes": [], "input_size": 48}', 'not json'])
+def test_malformed_model_metadata_is_a_sentence(tmp_path, metadata):
+    import zipfile
+
+    from fercli.modelfile import METADATA_MEMBER, resolve_model_path
+
+    model = tmp_path / "m.keras"
+    with zipfile.ZipFile(resolve_model_path("fast")) as source, zipfile.ZipFile(model, "w") as target:
+        for member in source.namelist():
+            if member != METADATA_MEMBER:
+                target.writestr(member, source.read(member))
+        target.writestr(METADATA_MEMBER, metadata)
+    result = run("predict", "-p", FIXTURE_FACE, "--model", model, "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "m.keras" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    (tmp_path / "cut.keras").write_bytes(model.read_bytes()[:5000])
+    result = run("predict", "-p", FIXTURE_FACE, "--model", tmp_path / "cut.keras", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "not a valid fercli model file" in result.stderr
