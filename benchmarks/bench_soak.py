@@ -10,7 +10,6 @@ faceless image, none twice, none lost.
 Prints figures; asserts nothing."""
 import argparse
 import csv
-import os
 import random
 import signal
 import subprocess
