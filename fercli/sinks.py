@@ -14,6 +14,7 @@ alike by predict, video, the camera and the Python API:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -56,12 +57,18 @@ def records_for(source: str, faces, classes: list[str], status: str | None = Non
     return records or [{**base, "status": status or STATUS_NO_FACE}]
 
 
-def _write_atomically(path: Path, rows: list[list]) -> None:
-    """A CSV written whole to a side file, then renamed over `path`: a kill leaves the old file or the new one."""
+def write_text_atomically(path: Path, text: str) -> None:
+    """Written whole to a side file, then renamed over `path`: a kill leaves the old file or the new one."""
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows(rows)
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
+
+
+def _write_atomically(path: Path, rows: list[list]) -> None:
+    """A CSV written whole, as write_text_atomically does."""
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    write_text_atomically(path, text.getvalue())
 
 
 def _drop_partial_last_line(path: Path) -> None:
@@ -139,9 +146,7 @@ class RecordSink(Sink):
                 sources = {row[0] for row in kept}
                 lines = [line for line in jsonl_path.read_text(encoding="utf-8").splitlines()
                          if line and json.loads(line)["source"] in sources]
-                partial = jsonl_path.with_name(jsonl_path.name + ".partial")
-                partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-                os.replace(partial, jsonl_path)
+                write_text_atomically(jsonl_path, "".join(line + "\n" for line in lines))
         return {Path(os.path.realpath(row[0])) for row in kept}
 
     def write(self, item, faces) -> None:

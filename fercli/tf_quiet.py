@@ -7,9 +7,31 @@ backend (KERAS_BACKEND=jax, e.g. on a GPU machine without TensorFlow):
 `load_keras` loads TensorFlow only when it is the backend.
 """
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 _loaded = None
+
+
+@contextmanager
+def interrupts_deferred(stderr: int = 2):
+    """Ctrl-C while TensorFlow (and JAX, where installed) load would land inside
+    their C extensions' initialisation and surface as an ImportError, or be lost;
+    meanwhile it ends the process at once, as fercli's own Ctrl-C does (exit 130)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def stop_now(*_):
+        os.write(stderr, b"interrupted.\n")
+        os._exit(130)  # nothing is written yet while the libraries load: nothing to finish
+
+    previous = signal.signal(signal.SIGINT, stop_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def tensorflow():
@@ -21,10 +43,11 @@ def tensorflow():
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, 2)
-            import tensorflow as tf
-            import keras  # noqa: F401  (loads TensorFlow's plugins once, quietly)
+            with interrupts_deferred(stderr=saved):  # fd 2 points at /dev/null meanwhile
+                import tensorflow as tf
+                import keras  # noqa: F401  (loads TensorFlow's plugins once, quietly)
 
-            tf.constant(0)  # device initialisation logs too
+                tf.constant(0)  # device initialisation logs too
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -37,6 +60,7 @@ def load_keras():
     """Keras, its TensorFlow backend loaded quietly first when that is the backend."""
     if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
         tensorflow()
-    import keras
+    with interrupts_deferred():
+        import keras
 
     return keras

@@ -22,6 +22,7 @@ import numpy as np
 from fercli import __version__
 from fercli.data import Dataset, read_dataset, stratified_folds, stratified_split
 from fercli.errors import UserError
+from fercli.sinks import write_text_atomically
 from fercli.tf_quiet import load_keras
 
 PREPROCESSING = "grayscale, resize to input_size x input_size (INTER_AREA when shrinking), raw 0-255 values; scaling is inside the model"
@@ -162,13 +163,6 @@ def write_history(history: dict[str, list[float]], stem: Path) -> None:
     history_plot(history, f"{stem}.history.png")
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """A killed process leaves the old file or the new one, never half of one."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def _checkpoint_callback(cfg, out: Path, ckpt_dir: Path, state: dict, metadata: dict, has_val: bool):
     import keras
 
@@ -191,7 +185,7 @@ def _checkpoint_callback(cfg, out: Path, ckpt_dir: Path, state: dict, metadata: 
                 save_model(self.model, out, meta)
             self.model.save(ckpt_dir / "last.tmp.keras")
             os.replace(ckpt_dir / "last.tmp.keras", ckpt_dir / "last.keras")
-            write_atomically(ckpt_dir / "state.json", json.dumps(state, indent=1))
+            write_text_atomically(ckpt_dir / "state.json", json.dumps(state, indent=1))
             write_history(state["history"], out.with_suffix(""))
 
         def on_epoch_begin(self, epoch, logs=None):

@@ -17,7 +17,7 @@ import numpy as np
 from fercli.annotate import colour_for
 from fercli.faces import Faces
 from fercli.run import run
-from fercli.sinks import AnnotatedVideoSink, PreviewSink, RecordSink, TimelineSink
+from fercli.sinks import AnnotatedVideoSink, PreviewSink, RecordSink, TimelineSink, write_text_atomically
 from fercli.sources import InputFile, Item, ThreadedCamera, real_path
 from fercli.videoio import CODECS, DEFAULT_CODEC, VideoReader, VideoWriter
 
@@ -142,7 +142,7 @@ def write_video_summary(report: VideoReport, classes: list[str], output: Path, s
     colours = {c: "#{2:02x}{1:02x}{0:02x}".format(*colour_for(c)) for c in classes}  # BGR -> matplotlib's RGB
     timeline_plot(report.timeline, classes, colours, output / f"{stem}.timeline.png")
     write_timeline_csv(report, classes, output / f"{stem}.timeline.csv")
-    (output / f"{stem}.summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomically(output / f"{stem}.summary.json", json.dumps(summary, indent=2))
     return summary
 
 

@@ -152,3 +152,16 @@ def test_malformed_model_metadata_is_a_sentence(tmp_path, metadata):
     (tmp_path / "cut.keras").write_bytes(model.read_bytes()[:5000])
     result = run("predict", "-p", FIXTURE_FACE, "--model", tmp_path / "cut.keras", "-o", tmp_path / "out")
     assert result.exit_code == 2 and "not a valid fercli model file" in result.stderr
+
+
+@pytest.mark.parametrize("after_s", [0.3, 1.0, 1.8])
+def test_ctrl_c_while_the_libraries_load_ends_the_run_with_its_sentence(tmp_path, after_s):
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "fercli", "predict", "-p", str(FIXTURE_FACE), "-o", str(tmp_path), "-q"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)  # within TensorFlow's start-up, which takes seconds
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and err.strip().splitlines()[-1] == "interrupted." and "Traceback" not in err, err
