@@ -79,6 +79,25 @@ def _drop_partial_last_line(path: Path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
+def prepare_output_folder(folder: Path) -> None:
+    """Make the output folder, or say in one sentence why it cannot be written.
+    A folder (or the nearest existing folder above it) without any write
+    permission counts as unwritable even for root, who could write there:
+    the user made it read-only."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.is_dir() and not existing.stat().st_mode & 0o222:
+        raise UserError(f"cannot write to the output folder {folder} ({existing} is read-only).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".fercli-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to the output folder {folder} ({exc.strerror or exc}).") from None
+
+
 class StopRun(Exception):
     """A sink asks the run to stop (the preview window's q)."""
 
@@ -105,12 +124,7 @@ class RecordSink(Sink):
         self.columns = columns_for(classes, video)
         self.classes = classes
         self.done: set[Path] = set()   # with resume: the inputs already recorded, by their real path
-        try:
-            csv_path.parent.mkdir(parents=True, exist_ok=True)
-            csv_path.parent.joinpath(".fercli-write-test").touch()
-            csv_path.parent.joinpath(".fercli-write-test").unlink()
-        except OSError as exc:
-            raise UserError(f"cannot write to the output folder {csv_path.parent} ({exc.strerror or exc}).") from None
+        prepare_output_folder(csv_path.parent)
         appending = resume and csv_path.is_file() and csv_path.stat().st_size > 0
         if appending:
             self.done = self._keep_finished(csv_path, jsonl_path)

@@ -107,9 +107,12 @@ def test_unwritable_output_folder_is_a_sentence(tmp_path):
 
     (tmp_path / "file").write_text("not a folder")
     phone_clip(tmp_path / "clip.mp4", frames=4)
+    (tmp_path / "locked").mkdir(mode=0o555)  # read-only, as a user makes it (root included)
     for command in (["predict", "-p", FIXTURE_FACE], ["video", tmp_path / "clip.mp4"]):
-        result = run(*command, "-o", tmp_path / "file" / "out")
-        assert result.exit_code == 2 and "cannot write to the output folder" in result.stderr, result.stderr
+        for output in (tmp_path / "file" / "out", tmp_path / "locked", tmp_path / "locked" / "new"):
+            result = run(*command, "-o", output)
+            assert result.exit_code == 2 and "cannot write to the output folder" in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr
 
 
 def test_image_types_are_judged_alike_named_or_found(tmp_path):
