@@ -78,17 +78,23 @@ def test_concurrent_requests(client, analyzer):
 
     scene, truth = scene_with_faces(2)
     data = jpeg_bytes(scene)
-    results = []
+    results, errors = [], []
 
     def worker():
-        local = create_app(analyzer).test_client()
-        results.append(post(local, data).get_json()["records"])
+        try:
+            local = create_app(analyzer).test_client()
+            response = post(local, data)
+            results.append(response.get_json()["records"])
+        except Exception as exc:  # noqa: BLE001 (shown by the assertion below)
+            errors.append(f"{type(exc).__name__}: {exc}; response {getattr(locals().get('response'), 'status_code', None)} "
+                          f"{getattr(locals().get('response'), 'data', b'')[:300]!r}")
 
     threads = [threading.Thread(target=worker) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not errors, errors
     assert len(results) == 6 and all(r == results[0] for r in results) and len(results[0]) == len(truth)
 
 
