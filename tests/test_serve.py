@@ -79,10 +79,13 @@ def test_concurrent_requests(client, analyzer):
     scene, truth = scene_with_faces(2)
     data = jpeg_bytes(scene)
     results, errors = [], []
+    # One app, as `fercli serve` runs, and a client per thread. (Building Flask apps in several threads
+    # at once can trip CPython 3.11's AST recursion check inside werkzeug's route compiler.)
+    app = create_app(analyzer)
 
     def worker():
         try:
-            local = create_app(analyzer).test_client()
+            local = app.test_client()
             response = post(local, data)
             results.append(response.get_json()["records"])
         except Exception as exc:  # noqa: BLE001 (shown by the assertion below)
