@@ -34,6 +34,7 @@ DETECTORS = {  # label -> (detector name, options)
     "haar --scale-factor 1.05 --min-neighbors 3 --min-face 20": ("haar", {"scale_factor": 1.05, "min_neighbors": 3, "min_face": 20}),
     "centerface (default)": ("centerface", {}),
     "centerface --min-score 0.5": ("centerface", {"min_score": 0.5}),
+    "centerface, one pass on the whole image at the fine scale (2x)": ("centerface", {"detect_scale": 2.0}),
 }
 
 

@@ -6,6 +6,8 @@ import zlib
 import cv2
 import numpy as np
 
+from fercli.data import to_bgr
+
 EMOTION_COLOURS = {  # BGR
     "angry": (40, 40, 220), "disgust": (40, 150, 60), "fear": (170, 60, 150), "happy": (0, 200, 255),
     "neutral": (170, 170, 170), "sad": (200, 110, 30), "surprise": (0, 140, 255), "contempt": (150, 150, 0),
@@ -19,21 +21,13 @@ def colour_for(emotion: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in rng.integers(60, 230, 3))
 
 
-def to_bgr(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image.copy()
-
-
 LANDMARK_COLOURS = [(255, 255, 0), (255, 255, 0), (0, 255, 0), (255, 0, 255), (255, 0, 255)]  # eyes, nose, mouth
 
 
 def draw_faces(image: np.ndarray, faces, landmarks: bool = False) -> np.ndarray:
     """A BGR copy of `image` with every face drawn (and its five landmarks with
     `landmarks`, where the detector gives them); sizes follow the image size."""
-    canvas = to_bgr(image)
+    canvas = to_bgr(image).copy()  # never drawn on the caller's image
     height, width = canvas.shape[:2]
     unit = max(min(height, width) / 600.0, 0.35)
     thickness = max(1, round(2 * unit))

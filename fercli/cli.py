@@ -46,10 +46,7 @@ def main(max_pixels):
     """Find faces in images and videos, tell which emotion each shows, and
     train and evaluate emotion models."""
     if max_pixels:
-        os.environ["FERCLI_MAX_PIXELS"] = str(int(max_pixels))  # read when fercli.data loads, with OpenCV's own limit
-        import fercli.data
-
-        fercli.data.MAX_PIXELS = int(max_pixels)
+        os.environ["FERCLI_MAX_PIXELS"] = str(int(max_pixels))  # before fercli.data sets OpenCV's own limit from it
 
 
 @main.command(epilog=EXIT_CODES)

@@ -15,10 +15,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# A picture of more pixels than this is refused from its header, before decoding
-# (`fercli --max-pixels N` or FERCLI_MAX_PIXELS sets it); OpenCV's own limit backs it up.
-MAX_PIXELS = int(float(os.environ.get("FERCLI_MAX_PIXELS", 100_000_000)))
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+# A picture of more pixels than this is refused from its header, before decoding.
+# FERCLI_MAX_PIXELS (which `fercli --max-pixels N` sets) changes it; OpenCV's own
+# limit, read once when it first decodes, backs it up.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def max_pixels() -> int:
+    return int(float(os.environ.get("FERCLI_MAX_PIXELS", DEFAULT_MAX_PIXELS)))
+
+
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_pixels()))
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 import cv2  # noqa: E402  (after the environment above, which OpenCV reads)
@@ -97,6 +104,17 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """Any decoded image (gray, BGR, BGRA; 8 or 16 bit) -> 8-bit BGR (the image itself when it is that already)."""
+    if image.dtype != np.uint8:
+        image = to_gray(image)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
 def prepare_face(image: np.ndarray, size: int) -> np.ndarray:
     """A face crop (any size, gray or colour) -> uint8 (size, size) grayscale: the
     one conversion used by training, evaluation and prediction."""
@@ -152,7 +170,7 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
     return decode_image(raw)
 
 
-def header_size(raw: np.ndarray) -> tuple[int, int] | None:
+def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from an encoded image's header, without decoding it;
     None where the header cannot be read."""
     import io
@@ -161,7 +179,7 @@ def header_size(raw: np.ndarray) -> tuple[int, int] | None:
 
     Image.MAX_IMAGE_PIXELS = None  # fercli's own limit applies (max_pixels)
     try:
-        with Image.open(io.BytesIO(raw.tobytes())) as image:
+        with Image.open(io.BytesIO(data)) as image:
             return image.size
     except Exception:  # Pillow raises many types for a damaged header; OpenCV then has its say
         return None
@@ -208,19 +226,20 @@ def _stderr_silenced():
             os.close(saved)
 
 
-def decode_image(raw: np.ndarray, max_pixels: int | None = None) -> np.ndarray:
+def decode_image(raw: np.ndarray, pixel_limit: int | None = None) -> np.ndarray:
     """Encoded image bytes (uint8 array) -> 8-bit BGR, EXIF orientation applied;
     raises ValueError with the reason it cannot. The size in the header is
-    checked against `max_pixels` (default MAX_PIXELS) before anything is
+    checked against `pixel_limit` (default max_pixels()) before anything is
     decoded, so a small file that would decode to gigabytes is refused."""
     if raw.size == 0:
         raise ValueError("empty file (0 bytes)")
-    limit = max_pixels or MAX_PIXELS
-    size = header_size(raw)
+    limit = pixel_limit or max_pixels()
+    data = raw.tobytes()
+    size = header_size(data)
     if size and size[0] * size[1] > limit:
         raise ValueError(f"{size[0]}x{size[1]} pixels, over the limit of {limit / 1e6:g} megapixels "
                          "(fercli --max-pixels raises it)")
-    if raw[:2].tobytes() == b"\xff\xd8" and jpeg_is_cut_off(raw.tobytes()):
+    if data[:2] == b"\xff\xd8" and jpeg_is_cut_off(data):
         raise ValueError("truncated JPEG (no end-of-image marker)")
     try:
         with _stderr_silenced():

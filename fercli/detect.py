@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fercli.errors import UserError
+from fercli.data import to_bgr, to_gray
+from fercli.errors import UserError, reason
 from fercli.faces import Faces
 from fercli.resources import resource_dir
 
@@ -48,17 +49,9 @@ DETECTORS = {
 }
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    from fercli.data import to_gray
-
-    return to_gray(image)
-
-
 class HaarDetector:
     """OpenCV Haar cascade. Images larger than `max_side` are detected on a
     downscaled copy (`detect_scale` forces a scale) and boxes scaled back."""
-
-    name = "haar"
 
     def __init__(self, cascade: str | None = None, scale_factor: float = 1.1, min_neighbors: int = 5,
                  min_face: int = 30, max_side: int = 960, detect_scale: float | None = None, **_):
@@ -74,7 +67,7 @@ class HaarDetector:
         self.max_side, self.detect_scale = max_side, detect_scale
 
     def detect(self, image: np.ndarray) -> Faces:
-        gray = _gray(image)
+        gray = to_gray(image)
         height, width = gray.shape[:2]
         scale = self.detect_scale or min(1.0, self.max_side / max(height, width))
         small = gray if scale == 1.0 else cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
@@ -100,7 +93,6 @@ class CenterFaceDetector:
     `min_score` are dropped; non-maximum suppression across the passes makes one
     face one box."""
 
-    name = "centerface"
     RELIABLE_SIDE = 48     # face side in network-input pixels found reliably (benchmarks/bench_detect.py)
     STRIDE = 4             # the network's output grid step
     PAD = 32               # input sides must be multiples of this
@@ -119,7 +111,7 @@ class CenterFaceDetector:
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-            raise UserError(f"{path} is not a usable CenterFace ONNX file ({str(exc).splitlines()[0]}).") from None
+            raise UserError(f"{path} is not a usable CenterFace ONNX file ({reason(exc)}).") from None
         self.input_name = self.session.get_inputs()[0].name
         self.min_face, self.min_score, self.max_pixels = max(1, min_face), min_score, max_pixels
         self.detect_scale, self.max_side, self.nms_iou = detect_scale, max_side, nms_iou
@@ -132,7 +124,7 @@ class CenterFaceDetector:
         return float(min(self.RELIABLE_SIDE / self.min_face, np.sqrt(self.max_pixels / max(height * width, 1))))
 
     def detect(self, image: np.ndarray) -> Faces:
-        image = _bgr8(image)
+        image = to_bgr(image)
         height, width = image.shape[:2]
         fine = self.scale_for(height, width)
         if self.detect_scale or self.max_side:
@@ -197,17 +189,6 @@ class CenterFaceDetector:
         boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
         keep = suppress_duplicates(boxes, scores, self.nms_iou)
         return Faces(boxes[keep].astype(np.float32), scores[keep].astype(np.float32), points[keep].astype(np.float32))
-
-
-def _bgr8(image: np.ndarray) -> np.ndarray:
-    """Any decoded image -> 8-bit, 3-channel BGR."""
-    if image.dtype != np.uint8:
-        image = _gray(image)
-    if image.ndim == 2 or image.shape[2] == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image
 
 
 def suppress_duplicates(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.3, contained: float = 0.6) -> np.ndarray:

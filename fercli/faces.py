@@ -10,7 +10,7 @@ the analyzer adds class probabilities, the video tracker adds track ids.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -99,23 +99,21 @@ class Faces:
 
     def classified(self, probabilities: np.ndarray, classes: list[str]) -> "Faces":
         """The same faces with class probabilities (N, len(classes))."""
-        return Faces(self.boxes, self.scores, self.landmarks, np.asarray(probabilities, np.float32).reshape(len(self), len(classes)),
-                     list(classes), self.tracks)
+        return replace(self, probabilities=np.asarray(probabilities, np.float32).reshape(len(self), len(classes)),
+                       classes=list(classes))
 
     def tracked(self, tracks: np.ndarray, probabilities: np.ndarray) -> "Faces":
         """The same faces with track ids and (smoothed) probabilities."""
-        return Faces(self.boxes, self.scores, self.landmarks, np.asarray(probabilities, np.float32),
-                     list(self.classes), np.asarray(tracks, np.int64))
+        return replace(self, probabilities=np.asarray(probabilities, np.float32), tracks=np.asarray(tracks, np.int64))
 
     def scaled(self, factor: float) -> "Faces":
         """The same faces in an image `factor` times the size."""
-        return Faces(np.round(self.boxes * factor).astype(np.int32), self.scores, self.landmarks * factor,
-                     self.probabilities, list(self.classes), self.tracks)
+        return replace(self, boxes=np.round(self.boxes * factor).astype(np.int32), landmarks=self.landmarks * factor)
 
     def shifted(self, dx: int, dy: int) -> "Faces":
         """The same faces in an image whose origin lies at (-dx, -dy)."""
-        return Faces(self.boxes + np.array([dx, dy, 0, 0], np.int32), self.scores,
-                     self.landmarks + np.array([dx, dy], np.float32), self.probabilities, list(self.classes), self.tracks)
+        return replace(self, boxes=self.boxes + np.array([dx, dy, 0, 0], np.int32),
+                       landmarks=self.landmarks + np.array([dx, dy], np.float32))
 
     def in_reading_order(self) -> "Faces":
         return self[np.lexsort((self.boxes[:, 1], self.boxes[:, 0]))] if len(self) > 1 else self

@@ -48,7 +48,7 @@ def show_video_summary(done, output: Path) -> None:
             shares = ", ".join(f"{c} {s:.0%}" for c, s in sorted(info["share"].items(), key=lambda kv: -kv[1]))
             table.add_row(track, f"{info['seconds']}", shares)
         out.print(table)
-    out.print(f"results in {output}/ (predictions.csv, *.timeline.png, *.summary.json)")
+    out.print(f"results in {output}/ (predictions.csv, *.timeline.png and .csv, *.summary.json)")
 
 
 def show_scores(result: dict, model_name: str) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import cv2
 
+from fercli.errors import reason
 from fercli.faces import Faces
 from fercli.sinks import StopRun
 
@@ -30,11 +31,6 @@ class RunStats:
     failed: list[tuple[str, str]] = field(default_factory=list)   # (source, reason) of images that failed
     bad_frames: list[int] = field(default_factory=list)           # video frames that did not decode
     wall_s: float = 0.0
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_error=None, progress: bool = False,
@@ -61,7 +57,7 @@ def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_err
             except StopRun:
                 break
             except (ValueError, cv2.error, MemoryError, OSError) as exc:
-                item.error = _reason(exc)
+                item.error = reason(exc)
             records.write(item, faces)
             if item.error is None:
                 stats.faces += len(faces)

@@ -25,6 +25,7 @@ import numpy as np
 from fercli.annotate import draw_faces
 from fercli.errors import UserError
 from fercli.faces import LANDMARK_NAMES
+from fercli.sources import real_path
 
 STATUS_OK, STATUS_NO_FACE = "ok", "no_face"
 
@@ -161,7 +162,7 @@ class RecordSink(Sink):
                 lines = [line for line in jsonl_path.read_text(encoding="utf-8").splitlines()
                          if line and json.loads(line)["source"] in sources]
                 write_text_atomically(jsonl_path, "".join(line + "\n" for line in lines))
-        return {Path(os.path.realpath(row[0])) for row in kept}
+        return {real_path(Path(row[0])) for row in kept}
 
     def write(self, item, faces) -> None:
         """All rows of one item: a row per face, or one status row (no face, or the item's error)."""
@@ -202,7 +203,7 @@ class AnnotatedImageSink(Sink):
         if faces is None:
             return
         target = self.output / item.relative
-        if Path(os.path.realpath(target)) in self.inputs:
+        if real_path(target) in self.inputs:
             raise ValueError(f"annotated copy would overwrite input {target}")
         write_image(target, draw_faces(item.image, faces, self.landmarks))
 

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fercli.errors import reason
 from fercli.sources import Item
 
-# Containers and the audio codecs they take as they are; other audio is re-encoded to AAC.
+# --codec -> (encoder, container)
 CODECS = {"h264": ("libx264", ".mp4"), "hevc": ("libx265", ".mp4"), "mpeg4": ("mpeg4", ".mp4"), "mjpeg": ("mjpeg", ".avi")}
 DEFAULT_CODEC = "h264"
+# Containers and the audio codecs they take as they are; other audio is re-encoded (AUDIO_ENCODER).
 AUDIO_COPY = {".mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}, ".avi": {"mp3", "ac3", "pcm_s16le"}}
 AUDIO_ENCODER = {".mp4": "aac", ".avi": "mp3"}
 
@@ -47,7 +49,7 @@ class VideoReader:
         try:
             self.container = av.open(str(path))
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not a readable video ({_reason(exc)})") from None
+            raise ValueError(f"not a readable video ({reason(exc)})") from None
         if not self.container.streams.video:
             self.container.close()
             raise ValueError("no video stream in the file")
@@ -58,7 +60,6 @@ class VideoReader:
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = float(rate) if rate else 25.0
         self.frames_expected = int(self.stream.frames or 0)
-        self.width, self.height = self.stream.codec_context.width, self.stream.codec_context.height
         self.on_audio = None
         self.error: str | None = None   # why decoding stopped early, if it did
         self.source, self.relative = str(path), relative or Path(Path(path).name)
@@ -67,7 +68,7 @@ class VideoReader:
         import av
 
         streams = [self.stream] + ([self.audio] if self.audio is not None else [])
-        index, last_pts = 0, None
+        index = 0
         try:
             for packet in self.container.demux(*streams):
                 if packet.stream is self.audio:
@@ -84,14 +85,10 @@ class VideoReader:
                     index += 1
                     continue
                 for frame in decoded:
-                    pts = frame.pts if frame.pts is not None else None
-                    if pts is not None and last_pts is not None and pts <= last_pts:
-                        pts = last_pts + 1  # a repeated timestamp would stop the encoder
-                    last_pts = pts if pts is not None else last_pts
-                    yield self._item(index, frame.to_ndarray(format="bgr24"), pts)
+                    yield self._item(index, frame.to_ndarray(format="bgr24"), frame.pts)
                     index += 1
         except (av.FFmpegError, OSError) as exc:
-            self.error = f"the file ends in damaged data after {index} frames ({_reason(exc)})"
+            self.error = f"the file ends in damaged data after {index} frames ({reason(exc)})"
 
     def _item(self, index: int, image, pts, error: str | None = None) -> Item:
         seconds = float(pts * self.time_base) if pts is not None else index / self.fps
@@ -166,7 +163,7 @@ class VideoWriter:
         out = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         pts = round(item.time_s / self.time_base) if self.own_pts or item.pts is None else item.pts
         if self.last_pts is not None and pts <= self.last_pts:
-            pts = self.last_pts + 1
+            pts = self.last_pts + 1  # a repeated timestamp would stop the encoder
         self.last_pts = pts
         out.pts, out.time_base = pts, self.time_base
         self._mux(self.video.encode(out))
@@ -190,23 +187,21 @@ class VideoWriter:
             self.container.mux(self.audio.encode(frame))
 
     def _mux(self, packets) -> None:
-        if packets and not self.video_started:
-            self.container.mux(packets)
+        if not packets:
+            return
+        self.container.mux(packets)
+        if not self.video_started:  # the audio that waited for the first video packet follows it
             self.video_started = True
             pending, self.pending_audio = self.pending_audio, []
             for packet in pending:
                 self.write_audio(packet)
-            return
-        if packets:
-            self.container.mux(packets)
 
     def close(self) -> None:
         if self.video is None:  # no frame came: nothing to write
             self.container.close()
             self.path.unlink(missing_ok=True)
             return
-        if self.video is not None:
-            self._mux(self.video.encode(None))
+        self._mux(self.video.encode(None))
         if self.audio is not None and not self.audio_copy:
             self.container.mux(self.audio.encode(None))
         self.container.close()
@@ -216,8 +211,3 @@ class VideoWriter:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _reason(exc: Exception) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return text.strip().splitlines()[0] if text and text.strip() else type(exc).__name__

@@ -47,7 +47,7 @@ def fercli(*args, cwd=REPO):
                           timeout=300)
 
 
-def test_decompression_bomb_is_refused_from_its_header_and_the_batch_goes_on(tmp_path):
+def test_decompression_bomb_is_refused_from_its_header_and_the_batch_goes_on(tmp_path, monkeypatch):
     folder = tmp_path / "in"
     folder.mkdir()
     png_bomb(folder / "bomb.png")
@@ -64,6 +64,7 @@ def test_decompression_bomb_is_refused_from_its_header_and_the_batch_goes_on(tmp
     assert statuses["good.jpg"] == "ok" and statuses["bomb.png"].startswith("error: 30000x30000 pixels")
     peak_mb = int(out.stdout.split("PEAK")[1]) / 1024
     assert peak_mb < 1500, peak_mb
+    monkeypatch.setenv("FERCLI_MAX_PIXELS", "100000000")  # restored after the test, whatever --max-pixels sets
     result = run("--max-pixels", 2e9, "predict", "-p", folder / "good.jpg", "-o", tmp_path / "out2")
     assert result.exit_code == 0
 
