@@ -70,16 +70,32 @@ def main(max_pixels):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out", default="models/model.keras", show_default=True, type=click.Path(dir_okay=False), help="Where to write the model.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint next to --out (after a kill).")
-def train(data, out, resume, **options):
+@click.option("--distributed", is_flag=True, help="Data-parallel training over several processes or machines (Keras' "
+              "distribution API on the JAX backend); start one process per machine with the same command. docs/cluster.md.")
+@click.option("--coordinator", default=None, help="--distributed: HOST:PORT of process 0 [default: $KERAS_DISTRIBUTION_JOB_ADDRESSES].")
+@click.option("--num-processes", type=click.IntRange(1), default=None, help="--distributed: how many processes [default: $KERAS_DISTRIBUTION_NUM_PROCESSES].")
+@click.option("--process-id", type=click.IntRange(0), default=None, help="--distributed: this process's number, 0 writes the model [default: $KERAS_DISTRIBUTION_PROCESS_ID].")
+def train(data, out, resume, distributed, coordinator, num_processes, process_id, **options):
     """Train an emotion model on DATA (class folders, DATA/{train,val}/<class>/, or fer2013.csv).
 
     \b
-    Example:  fercli train ../shared/data/fer2013 --epochs 30 --out models/mine.keras
+    Examples:
+      fercli train ../shared/data/fer2013 --epochs 30 --out models/mine.keras
+      fercli train DATA --distributed --coordinator 10.0.0.1:7777 --num-processes 2 --process-id 0   (and 1 on the other machine)
     """
+    processes = None
+    if distributed:
+        if os.environ.setdefault("KERAS_BACKEND", "jax") != "jax":
+            raise UserError(f"--distributed trains on Keras' JAX backend; KERAS_BACKEND is {os.environ['KERAS_BACKEND']}.")
+        from fercli.train import start_processes
+
+        processes = start_processes(coordinator, num_processes, process_id)
     from fercli.train import TrainConfig, run_training
 
     cfg = TrainConfig(**options)
-    result = run_training(data, cfg, Path(out), resume, echo=click.echo, warn=warn)
+    result = run_training(data, cfg, Path(out), resume, echo=click.echo, warn=warn, processes=processes)
+    if processes and not processes.lead:
+        sys.exit(0)
     out_path = Path(out)
     if "mean_accuracy" in result:
         click.echo(f"{cfg.folds}-fold cross-validation: accuracy {result['mean_accuracy']:.2%} "
@@ -153,12 +169,37 @@ def detector_options(command):
     return command
 
 
-def make_analyzer(model_name, detector, min_face, no_align, **options):
-    from fercli.pipeline import Analyzer
+def engine_options(command):
+    """Where predict and video run: this process, or a Ray cluster."""
+    options = [
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help='local: this process; ray: a pool of Ray actors, each with its own model and detector '
+                          '(needs pip install "fercli[ray]"; docs/cluster.md).'),
+        click.option("--address", default=None, help="ray: the cluster to use (auto, or ray://HOST:10001) "
+                                                     "[default: a local Ray instance for this command only]."),
+        click.option("--workers", type=click.IntRange(1), default=None,
+                     help="ray: actors in the pool [default: the cluster's CPUs, less one, / --cpus-per-worker]."),
+        click.option("--cpus-per-worker", type=click.FloatRange(0.1), default=1.0, show_default=True,
+                     help="ray: CPUs reserved for each actor."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
+
+def make_analyzer(model_name, detector, min_face, no_align, engine="local", address=None, workers=None,
+                  cpus_per_worker=1.0, **options):
+    """The Analyzer, or for --engine ray the engine that builds one per Ray actor from the same options."""
     if min_face is not None:
         options["min_face"] = min_face
-    return Analyzer(model_name, detector=detector, align=not no_align, **options)
+    arguments = dict(model=model_name, detector=detector, align=not no_align, **options)
+    if engine == "ray":
+        from fercli.cluster import RayEngine
+
+        return RayEngine(arguments, address, workers, cpus_per_worker)
+    from fercli.pipeline import Analyzer
+
+    return Analyzer(**arguments)
 
 
 def image_input_options(command):
@@ -184,6 +225,8 @@ def image_input_options(command):
 @image_input_options
 @click.option("--no-images", is_flag=True, help="Write only the CSV, no annotated copies.")
 @click.option("--explain", is_flag=True, help="Also write a class activation map per face (<image>.face<N>.cam.png).")
+@click.option("--parquet", is_flag=True, help="Also write predictions.parquet (the CSV's records; needs PyArrow).")
+@engine_options
 def predict(**options):
     """Find faces in images and tell their emotions.
 
@@ -198,6 +241,7 @@ def predict(**options):
       fercli predict -p photos/ -r -o results --jsonl
       fercli predict -p "shots/*.png" --no-images
       fercli predict                  (reads data/test/)
+      fercli predict -p s3://bucket/photos -r --engine ray --address auto --no-images --parquet
     """
     predict_images(**options)
 
@@ -218,14 +262,27 @@ def explain(**options):
     predict_images(explain=True, no_images=False, **options)
 
 
-def predict_images(path, recursive, output, model_name, no_images, jsonl, resume, quiet, explain, explain_class, landmarks, **detector):
+def predict_images(path, recursive, output, model_name, no_images, jsonl, resume, quiet, explain, explain_class, landmarks,
+                   parquet=False, **detector):
     from fercli.data import canonical_class
     from fercli.predict import run_predict
     from fercli.report import show_predict_summary
+    from fercli.sinks import require_pyarrow
     from fercli.sources import collect_images
 
     out = Path(output)
-    inputs, not_images = collect_images(path, recursive, out)
+    if detector.get("engine") == "ray" and (explain or explain_class):
+        raise UserError("--explain runs on the local engine only (it needs the model's gradients); drop --engine ray.")
+    if parquet:
+        require_pyarrow("--parquet")
+    if path and "://" in path:
+        from fercli.cluster import collect_uri_images
+
+        if detector.get("engine") != "ray":
+            raise UserError(f"{path} is a URI: object storage is read by the Ray engine (add --engine ray).")
+        inputs, not_images = collect_uri_images(path, recursive)
+    else:
+        inputs, not_images = collect_images(path, recursive, out)
     analyzer = make_analyzer(model_name, **detector)
     explainer = None
     if explain or explain_class:
@@ -237,8 +294,8 @@ def predict_images(path, recursive, output, model_name, no_images, jsonl, resume
             if explain_class not in analyzer.classes:
                 raise UserError(f"--class {explain_class!r} is not one of the model's classes ({', '.join(analyzer.classes)}).")
     summary = run_predict(inputs, analyzer, out, save_images=not no_images, jsonl=jsonl, resume=resume,
-                          not_images=not_images, progress=not quiet, on_error=warn,
-                          explainer=explainer, explain_class=explain_class, draw_landmarks=landmarks)
+                          not_images=not_images, progress=not quiet, on_error=warn, explainer=explainer,
+                          explain_class=explain_class, draw_landmarks=landmarks, parquet=parquet)
     show_predict_summary(summary, out)
     sys.exit(1 if summary.failed else 0)
 
@@ -261,6 +318,7 @@ def predict_images(path, recursive, output, model_name, no_images, jsonl, resume
 # The choices repeat fercli.videoio.CODECS so that --help need not import PyAV (a test keeps them equal).
 @click.option("--codec", type=click.Choice(["h264", "hevc", "mpeg4", "mjpeg"]), default="h264", show_default=True,
               help="Codec of the annotated video: h264, hevc, mpeg4 (.mp4) or mjpeg (.avi).")
+@engine_options
 def video(videos, camera, show, output, model_name, every, detect_scale, smooth, max_frames, no_video, jsonl, quiet,
           landmarks, codec, **detector):
     """Annotate video files (or a live camera) frame by frame.
@@ -277,11 +335,14 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
       fercli video clip.mp4
       fercli video clips/ -o annotated --every 1
       fercli video --camera 0 --show
+      fercli video clips/ --engine ray --address auto   (one video per Ray task)
     """
     from fercli.report import show_video_summary
     from fercli.sources import collect_videos
     from fercli.video import detection_scaling, display_available, run_camera, run_videos
 
+    if detector["engine"] == "ray" and (camera is not None or show):
+        raise UserError("--engine ray runs video files; the camera and --show run on the local engine.")
     if show and not display_available():
         click.echo("note: --show needs a display and none was found here; writing files only.", err=True)
         show = False

@@ -185,6 +185,27 @@ class RecordSink(Sink):
                 handle.close()
 
 
+def require_pyarrow(option: str) -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise UserError(f'{option} needs PyArrow: pip install pyarrow (or "fercli[ray]").') from None
+
+
+def write_parquet(csv_path: Path, parquet_path: Path) -> None:
+    """The records of `csv_path` as a Parquet file (written aside, then renamed):
+    for runs too big to load a CSV comfortably. Needs PyArrow (in fercli[ray])."""
+    require_pyarrow("--parquet")
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    table = pyarrow.csv.read_csv(csv_path, convert_options=pyarrow.csv.ConvertOptions(
+        column_types={"source": pyarrow.string(), "status": pyarrow.string(), "emotion": pyarrow.string()}))
+    partial = parquet_path.with_name(parquet_path.name + ".partial")
+    pyarrow.parquet.write_table(table, partial)
+    os.replace(partial, parquet_path)
+
+
 def write_image(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(path.suffix, image)

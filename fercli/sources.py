@@ -119,12 +119,12 @@ def collect_images(path: str | None, recursive: bool, output: Path) -> tuple[lis
     return inputs, not_images
 
 
-def image_items(files: list[InputFile]):
-    """One Item per image file, decoded when its turn comes; an unreadable file
-    gives an Item with the reason instead of an image."""
+def image_items(files: list[InputFile], read=read_image_file):
+    """One Item per image file, decoded by `read` when its turn comes; an
+    unreadable file gives an Item with the reason instead of an image."""
     for file in files:
         try:
-            yield Item(str(file.path), file.relative, read_image_file(file.path))
+            yield Item(str(file.path), file.relative, read(file.path))
         except ValueError as exc:
             yield Item(str(file.path), file.relative, None, error=str(exc))
 

@@ -4,6 +4,12 @@ Data stay in memory as uint8; augmentation runs batched in Keras ops
 (`augment.py`), so training also runs on Keras' JAX backend; every epoch writes
 a resumable checkpoint, the history (CSV + PNG) and, when validation accuracy
 improves, the model with its metadata.
+
+`--distributed`: data-parallel training over several processes (machines) with
+Keras' own distribution API on the JAX backend (`keras.distribution.DataParallel`
+over `jax.distributed`): each process computes its share of every batch, the
+gradients are averaged across processes, the weights stay identical
+everywhere; process 0 writes the model, checkpoint and history.
 """
 from __future__ import annotations
 
@@ -71,11 +77,44 @@ def choose_splits(splits: dict[str, Dataset], cfg: TrainConfig) -> tuple[Dataset
     return train.subset(fit_index), train.subset(val_index), f"stratified {cfg.val_split:.0%} held out for validation (seed {cfg.seed})"
 
 
-def _training_batches(train: Dataset, cfg: TrainConfig, weights: np.ndarray, teacher=None, first_epoch: int = 0):
+@dataclass
+class Processes:
+    """This process's place in a data-parallel run (`start_processes`)."""
+    index: int = 0
+    count: int = 1
+
+    @property
+    def lead(self) -> bool:
+        return self.index == 0
+
+
+def start_processes(coordinator: str | None, count: int | None, index: int | None) -> Processes:
+    """Join the other processes (jax.distributed through keras.distribution;
+    None: Keras reads KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and
+    _PROCESS_ID) and make every model data-parallel over all their devices."""
+    if os.environ.get("KERAS_BACKEND") != "jax":
+        raise UserError("--distributed trains on Keras' JAX backend: set KERAS_BACKEND=jax (fercli train does).")
+    keras = load_keras()
+    import jax
+
+    try:
+        keras.distribution.initialize(coordinator, count, index)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise UserError(f"cannot join the training processes ({str(exc).splitlines()[0]}).") from None
+    # Each process feeds its own share of every batch (_training_batches), not a tf.data pipeline to split.
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=keras.distribution.list_devices(),
+                                                                        auto_shard_dataset=False))
+    return Processes(jax.process_index(), jax.process_count())
+
+
+def _training_batches(train: Dataset, cfg: TrainConfig, weights: np.ndarray, teacher=None, first_epoch: int = 0,
+                      processes: Processes = Processes()):
     """Augmented batches (images, targets, sample weights) in a fresh order each
     epoch (a resumed run goes on with the epoch it stopped at). With a teacher,
     targets mix the one-hot label with the teacher's probabilities on the same
-    augmented batch (distillation)."""
+    augmented batch (distillation). Over several processes, each gets its
+    share of every batch (the same order everywhere) and the last partial
+    batch is dropped, so all take the same number of steps."""
     keras = load_keras()
 
     from fercli.augment import augment_batch
@@ -93,12 +132,13 @@ def _training_batches(train: Dataset, cfg: TrainConfig, weights: np.ndarray, tea
             return np.random.default_rng([cfg.seed, self.epoch]).permutation(len(train))
 
         def __len__(self):
-            return int(np.ceil(len(train) / cfg.batch_size))
+            return steps_per_epoch(len(train), cfg.batch_size, processes)
 
         def __getitem__(self, index):
-            chosen = self.order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
+            chosen = self.order[index * cfg.batch_size:(index + 1) * cfg.batch_size][processes.index::processes.count]
             labels = train.labels[chosen]
-            images = augment_batch(train.images[chosen], np.random.default_rng([cfg.seed, self.epoch, index]))
+            rng = np.random.default_rng([cfg.seed, self.epoch, index] + ([processes.index] if processes.count > 1 else []))
+            images = augment_batch(train.images[chosen], rng)
             target = one_hot[labels]
             if teacher is not None:
                 with teacher_lock:  # one call at a time: Keras' JAX backend reuses the model's buffers
@@ -111,6 +151,10 @@ def _training_batches(train: Dataset, cfg: TrainConfig, weights: np.ndarray, tea
             self.order = self._shuffled()
 
     return TrainingBatches()
+
+
+def steps_per_epoch(images: int, batch_size: int, processes: Processes) -> int:
+    return int(np.ceil(images / batch_size)) if processes.count == 1 else images // batch_size
 
 
 def _compile(model, cfg: TrainConfig, steps_per_epoch: int):
@@ -129,13 +173,14 @@ def _compile(model, cfg: TrainConfig, steps_per_epoch: int):
     )
 
 
-def _progress_callback(epochs: int, steps: int):
+def _progress_callback(epochs: int, steps: int, quiet: bool = False):
     import keras
     from tqdm import tqdm
 
     class Progress(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True, dynamic_ncols=True)
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True, dynamic_ncols=True,
+                            disable=quiet)
 
         def on_train_batch_end(self, batch, logs=None):
             self.bar.update(1)
@@ -209,7 +254,7 @@ def _initial_model(train: Dataset, cfg: TrainConfig):
 
 
 def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, resume: bool,
-              split_note: str, echo=print) -> dict:
+              split_note: str, echo=print, processes: Processes = Processes()) -> dict:
     """Train one model; returns the final state (history, best accuracy, epochs)."""
     keras = load_keras()
     from fercli.architectures import build_model
@@ -217,7 +262,7 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
 
     ckpt_dir = out.parent / f"{out.name}.ckpt"
     state_file = ckpt_dir / "state.json"
-    steps = int(np.ceil(len(train) / cfg.batch_size))
+    steps = steps_per_epoch(len(train), cfg.batch_size, processes)
     weights = class_weights(train.counts(), cfg.class_weight)
     init = None
     if cfg.init:
@@ -270,7 +315,7 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
         metadata["teacher"] = {"model": str(teacher_path), "val_accuracy": teacher_meta.get("val_accuracy"),
                                "distill_weight": cfg.distill_weight, "precision": precision}
     validation = None if val is None else (val.images[..., None].astype(np.float32), np.eye(len(val.classes), dtype=np.float32)[val.labels])
-    callbacks = [_progress_callback(cfg.epochs, steps),
+    callbacks = [_progress_callback(cfg.epochs, steps, quiet=not processes.lead),
                  _checkpoint_callback(cfg, out, ckpt_dir, state, metadata, val is not None)]
     if cfg.ema:
         # Validation and the saved models use the moving average of the weights;
@@ -278,13 +323,26 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
         swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
         swap._ema_weights_in_model = state["epoch"] > 0  # a checkpoint holds the averaged weights
         callbacks.insert(0, swap)
-    model.fit(_training_batches(train, cfg, weights, teacher, state["epoch"]), validation_data=validation, validation_batch_size=256,
+    model.fit(_training_batches(train, cfg, weights, teacher, state["epoch"], processes), validation_data=validation, validation_batch_size=256,
               epochs=cfg.epochs, initial_epoch=state["epoch"], callbacks=callbacks, verbose=0)
     return state
 
 
-def run_training(data_path: str, cfg: TrainConfig, out: Path, resume: bool, echo=print, warn=None) -> dict:
-    """The whole `fercli train` job: single run, or k-fold cross-validation."""
+def run_training(data_path: str, cfg: TrainConfig, out: Path, resume: bool, echo=print, warn=None,
+                 processes: Processes | None = None) -> dict:
+    """The whole `fercli train` job: single run, or k-fold cross-validation;
+    with `processes` (start_processes), this process's part of a data-parallel run."""
+    processes = processes or Processes()
+    if processes.count > 1:
+        if cfg.teacher or cfg.folds > 1:
+            raise UserError("--distributed trains one model without a teacher; run --teacher and --folds on one process.")
+        if cfg.batch_size % processes.count:
+            raise UserError(f"--batch-size {cfg.batch_size} does not split evenly over {processes.count} processes.")
+        if not processes.lead:
+            # Every process runs the same steps (collectives must match) and keeps its own
+            # checkpoint of the same weights, to resume from its own disk; process 0's is --out.
+            out = out.parent / f"{out.name}.process{processes.index}" / out.name
+            echo, warn = (lambda *_: None), None
     splits = read_dataset(data_path, cfg.img_size, warn=warn)
     present = sorted({ds.classes[label] for ds in splits.values() for label in np.unique(ds.labels)})
     if len(present) < 2:
@@ -299,7 +357,7 @@ def run_training(data_path: str, cfg: TrainConfig, out: Path, resume: bool, echo
     train, val, note = choose_splits(splits, cfg)
     counts = ", ".join(f"{c} {n}" for c, n in zip(train.classes, train.counts()))
     echo(f"training on {len(train)} images ({counts}); validation: {len(val) if val is not None else 0} images ({note})")
-    state = train_one(train, val, cfg, out, resume, note, echo)
+    state = train_one(train, val, cfg, out, resume, note, echo, processes)
     return {"model": str(out), "best_val_accuracy": state.get("best"), "best_epoch": state.get("best_epoch"),
             "epochs": state["epoch"], "wall_s": state.get("wall_s"), "skipped": skipped}
 

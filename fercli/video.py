@@ -173,44 +173,63 @@ def run_videos(videos: list[InputFile], analyzer, output: Path, every: int, smoo
                save_video: bool = True, jsonl: bool = False, on_error=None, progress: bool = True,
                draw_landmarks: bool = False, codec: str = DEFAULT_CODEC):
     """Every file in turn; an unreadable one is reported and the others go on.
-    Returns ([(report, summary)], [(source, reason)])."""
+    `analyzer`: an Analyzer, or a fercli.cluster.RayEngine (one video per Ray
+    actor call). Returns ([(report, summary)], [(source, reason)])."""
     done, failed = [], []
     inputs = {real_path(file.path) for file in videos}
     with RecordSink(output / "predictions.csv", analyzer.classes, video=True,
                     jsonl_path=output / "predictions.jsonl" if jsonl else None) as records:
-
-        def fail(source: str, reason: str) -> None:
-            failed.append((source, reason))
-            records.write(Item(source, Path(source), None, error=reason), None)
-            if on_error:
-                on_error(source, reason)
-
+        if hasattr(analyzer, "analyze_videos"):
+            options = dict(every=every, smooth=smooth, save_video=save_video, draw_landmarks=draw_landmarks, codec=codec)
+            return analyzer.analyze_videos(videos, records, output, options, on_error=on_error, progress=progress)
         for file in videos:
-            try:
-                reader = VideoReader(file.path, file.relative)
-            except ValueError as exc:
-                fail(str(file.path), str(exc))
-                continue
-            out_path = output_video_path(output, file, inputs, codec) if save_video else None
-            if out_path is not None and out_path.stem.endswith(".annotated") and on_error:
-                on_error(str(file.path), f"its annotated copy is {out_path}, not to overwrite the input")
-            with reader:
-                writer = VideoWriter(out_path, reader, codec) if out_path is not None else None
-                report, summary = _run_stream(reader, analyzer, records, output, file.relative, every, smooth, show,
-                                              writer, reader.fps, reader.frames_expected, on_error=on_error,
-                                              progress=progress, draw_landmarks=draw_landmarks)
-            if report.frames == 0:
-                fail(report.source, "no frame could be decoded")
-                continue
-            if reader.error:
-                fail(report.source, reader.error)
-            elif reader.frames_expected and report.frames < reader.frames_expected:
-                fail(report.source, f"the video ends after {report.frames} of the {reader.frames_expected} frames "
-                                    "its header announces (truncated or damaged)")
-            elif report.bad_frames:
-                failed.append((report.source, f"{len(report.bad_frames)} unreadable frame(s) skipped"))
-            done.append((report, summary))
+            result, problems = analyze_video(file, analyzer, records, output, inputs, every, smooth, show, save_video,
+                                             on_error, progress, draw_landmarks, codec)
+            failed += problems
+            if result is not None:
+                done.append(result)
     return done, failed
+
+
+def analyze_video(file: InputFile, analyzer, records, output: Path, inputs: set[Path], every: int, smooth: int,
+                  show: bool = False, save_video: bool = True, on_error=None, progress: bool = True,
+                  draw_landmarks: bool = False, codec: str = DEFAULT_CODEC):
+    """One video file: its annotated copy, timeline and summary under `output`,
+    its rows to `records`. Returns ((report, summary) or None when no frame
+    could be read, [(source, reason)] of what went wrong); every engine runs
+    each video through this."""
+    failed = []
+
+    def fail(source: str, reason: str) -> None:
+        failed.append((source, reason))
+        records.write(Item(source, Path(source), None, error=reason), None)
+        if on_error:
+            on_error(source, reason)
+
+    try:
+        reader = VideoReader(file.path, file.relative)
+    except ValueError as exc:
+        fail(str(file.path), str(exc))
+        return None, failed
+    out_path = output_video_path(output, file, inputs, codec) if save_video else None
+    if out_path is not None and out_path.stem.endswith(".annotated") and on_error:
+        on_error(str(file.path), f"its annotated copy is {out_path}, not to overwrite the input")
+    with reader:
+        writer = VideoWriter(out_path, reader, codec) if out_path is not None else None
+        report, summary = _run_stream(reader, analyzer, records, output, file.relative, every, smooth, show,
+                                      writer, reader.fps, reader.frames_expected, on_error=on_error,
+                                      progress=progress, draw_landmarks=draw_landmarks)
+    if report.frames == 0:
+        fail(report.source, "no frame could be decoded")
+        return None, failed
+    if reader.error:
+        fail(report.source, reader.error)
+    elif reader.frames_expected and report.frames < reader.frames_expected:
+        fail(report.source, f"the video ends after {report.frames} of the {reader.frames_expected} frames "
+                            "its header announces (truncated or damaged)")
+    elif report.bad_frames:
+        failed.append((report.source, f"{len(report.bad_frames)} unreadable frame(s) skipped"))
+    return (report, summary), failed
 
 
 def run_camera(index: int, analyzer, output: Path, every: int, smooth: int, show: bool,

@@ -388,6 +388,55 @@ except SystemExit as exit:
     assert probabilities.shape == (6, 2) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-3)
 
 
+def test_distributed_training_over_two_processes_keeps_identical_weights_and_resumes(tmp_path):
+    """`train --distributed`: two processes (keras.distribution, JAX backend)
+    share every batch; both end each epoch with the same weights, process 0
+    writes --out, and both resume from their checkpoints."""
+    pytest.importorskip("jax", reason="jax is in the test extras")
+    import socket
+
+    from fercli.modelfile import load_keras_model
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 32), ("val", 8)):
+        for name in ("happy", "sad"):
+            for i in range(n):
+                image = rng.integers(0, 256, (24, 24), dtype=np.uint8)
+                image[12:] //= 3 if name == "happy" else 1
+                write_image(tmp_path / "data" / split / name / f"{i}.png", image)
+    out = tmp_path / "out" / "m.keras"
+
+    def train_on_two_processes(epochs: int, *extra: str) -> list[str]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(REPO))
+        processes = [subprocess.Popen([sys.executable, "-m", "fercli", "train", str(tmp_path / "data"), "--arch", "vgg-small",
+                                       "--img-size", "16", "--epochs", str(epochs), "--batch-size", "16", "--out", str(out),
+                                       "--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                       "--process-id", str(i), *extra], env=env, cwd=tmp_path, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+        logs = [p.communicate(timeout=600)[0] for p in processes]
+        assert [p.returncode for p in processes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+        return logs
+
+    def checkpoints():
+        return [load_keras_model(folder / "m.keras.ckpt" / "last.keras").get_weights()
+                for folder in (out.parent, out.parent / "m.keras.process1")]
+
+    logs = train_on_two_processes(1)
+    assert "saved" in logs[0] and "saved" not in logs[1]   # process 0 reports
+    first, second = checkpoints()
+    assert len(first) == len(second) and all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert all(np.array_equal(a, b) for a, b in zip(first, load_keras_model(out).get_weights()))
+    logs = train_on_two_processes(2, "--resume")
+    assert "resuming from" in logs[0] and "after epoch 1" in logs[0]
+    again, again_second = checkpoints()
+    assert all(np.array_equal(a, b) for a, b in zip(again, again_second))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, again))   # the second epoch trained
+    assert json.loads((out.parent / "m.keras.ckpt" / "state.json").read_text())["epoch"] == 2
+
+
 @requires_fer2013
 @pytest.mark.parametrize("option", ["--teacher", "--init"])
 def test_starting_model_with_other_classes_is_refused(option, tiny_model, tmp_path):
