@@ -37,15 +37,15 @@ def main():
     help_s = best_of(5, lambda: subprocess.run([sys.executable, "-m", "fercli", "--help"], capture_output=True, cwd=REPO))
     print(f"fercli --help: {help_s * 1000:.0f} ms (best of 5)")
 
-    from fercli.inference import EmotionModel
-    model = EmotionModel(args.model)
+    from fercli.modelfile import load_model
+    model = load_model(args.model)   # what predict runs: the .lite file, int8 unless FERCLI_PRECISION=float32
     size = model.input_size
     for batch in (1, 64):
         crops = np.random.default_rng(0).integers(0, 256, (batch, size, size), dtype=np.uint8)
         model.predict(crops)  # warm-up / trace
         reps = max(1, 2000 // batch)
         seconds = best_of(3, lambda: [model.predict(crops) for _ in range(reps)])
-        print(f"classifier {model.name}: batch {batch:>2}: {batch * reps / seconds:,.0f} crops/s")
+        print(f"classifier {model.name} ({model.precision}): batch {batch:>2}: {batch * reps / seconds:,.0f} crops/s")
 
     from tests.conftest import scene_with_faces, write_image
     folder = Path(tempfile.mkdtemp(prefix="fercli_bench_"))

@@ -1,6 +1,6 @@
 """fercli: find faces, tell their emotions, train and evaluate emotion models.
 
-Python API (TensorFlow loads on first use, not on import):
+Python API (runs the shipped models on LiteRT, without TensorFlow):
 
     from fercli import Analyzer
     faces = Analyzer().analyze(image)   # image: numpy array as cv2.imread gives; a Faces record

@@ -83,6 +83,9 @@ def train(data, out, resume, distributed, coordinator, num_processes, process_id
       fercli train ../shared/data/fer2013 --epochs 30 --out models/mine.keras
       fercli train DATA --distributed --coordinator 10.0.0.1:7777 --num-processes 2 --process-id 0   (and 1 on the other machine)
     """
+    from fercli.tf_quiet import require_keras_backend
+
+    require_keras_backend("fercli train", jax=distributed)   # before the data is read
     processes = None
     if distributed:
         if os.environ.setdefault("KERAS_BACKEND", "jax") != "jax":
@@ -275,6 +278,10 @@ def predict_images(path, recursive, output, model_name, no_images, jsonl, resume
         raise UserError("--explain runs on the local engine only (it needs the model's gradients); drop --engine ray.")
     if parquet:
         require_pyarrow("--parquet")
+    if explain or explain_class:
+        from fercli.tf_quiet import require_tensorflow
+
+        require_tensorflow("explaining a prediction (Grad-CAM)")
     if path and "://" in path:
         from fercli.cluster import collect_uri_images
 
@@ -376,6 +383,9 @@ def ensemble(models, out, tta, weights_dtype, val_data):
     \b
     Example:  fercli ensemble a.keras b.keras --out models/accurate.keras --val ../shared/data/fer2013/val
     """
+    from fercli.tf_quiet import require_tensorflow
+
+    require_tensorflow("fercli ensemble")
     from fercli.evaluate import evaluate
     from fercli.architectures import TTA_VIEWS
     from fercli.ensemble import make_ensemble
@@ -388,6 +398,38 @@ def ensemble(models, out, tta, weights_dtype, val_data):
         result, model = evaluate(val_data, out, warn=warn)
         record_accuracy(out, result, model.precision)
         click.echo(f"accuracy on {result['data']}: {result['accuracy']:.2%} (n={result['n']})")
+
+
+@main.command("export")
+@click.argument("model")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Where to write the .lite file [default: beside MODEL, NAME.lite].")
+@click.option("--val", "val_data", default=None, type=click.Path(), help="Labelled data to measure (and record) each precision's accuracy on, e.g. fer2013/val.")
+def export(model, out, val_data):
+    """Export a Keras model (a .keras file or a shipped name) for the lean
+    runtime: one .lite file with a float32 and an int8 LiteRT network, which
+    predict, video, serve and eval run without TensorFlow (--model FILE.lite).
+    Needs TensorFlow (pip install "fercli[train]").
+
+    \b
+    Example:  fercli export models/mine.keras --val ../shared/data/fer2013/val
+    """
+    from fercli.evaluate import evaluate
+    from fercli.lite import LITE_SUFFIX, LITE_PRECISIONS, export_lite
+    from fercli.modelfile import record_accuracy, resolve_model_path
+    from fercli.tf_quiet import require_tensorflow
+
+    require_tensorflow("fercli export")
+    source = resolve_model_path(model, keras=True)
+    target = Path(out) if out else source.with_name(source.stem + LITE_SUFFIX)
+    if not target.name.endswith(LITE_SUFFIX):
+        raise UserError(f"--out {target} must end in {LITE_SUFFIX}.")
+    export_lite(source, target)
+    click.echo(f"saved {target} ({target.stat().st_size / 1e6:.1f} MB: float32 and int8 networks)")
+    for precision in LITE_PRECISIONS if val_data else ():
+        os.environ["FERCLI_PRECISION"] = precision
+        result, _ = evaluate(val_data, str(target), warn=warn)
+        record_accuracy(target, result, precision)
+        click.echo(f"{precision}: accuracy {result['accuracy']:.2%} on {result['data']} (n={result['n']}), recorded")
 
 
 @main.command()
@@ -411,7 +453,7 @@ def serve(host, port, model_name, max_upload_mb, **detector):
 
 
 @main.command("models")
-@click.option("--no-measure", is_flag=True, help="Skip measuring crops/s (no TensorFlow start-up).")
+@click.option("--no-measure", is_flag=True, help="Skip measuring crops/s.")
 def models_command(no_measure):
     """List the shipped models: classes, validation accuracy, classifier crops/s
     measured now (batch 64).

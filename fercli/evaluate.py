@@ -13,7 +13,7 @@ from fercli.data import Dataset, read_dataset
 from fercli.errors import UserError
 
 if TYPE_CHECKING:
-    from fercli.inference import EmotionModel
+    from fercli.lite import LiteModel
 
 CSV_SPLIT_NAMES = {"privatetest": "test", "publictest": "val", "training": "train",
                    "test": "test", "val": "val", "train": "train"}
@@ -50,13 +50,12 @@ def scores(labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dic
             "per_class": per_class, "confusion": confusion.tolist()}
 
 
-def evaluate(data_path: str, model_name: str | None, split: str | None = None, warn=None) -> tuple[dict, "EmotionModel"]:
-    from fercli.inference import EmotionModel
-    from fercli.modelfile import read_metadata, resolve_model_path
+def evaluate(data_path: str, model_name: str | None, split: str | None = None, warn=None) -> tuple[dict, "LiteModel"]:
+    """Scores of a model (a shipped name runs on the lean runtime) on labelled data."""
+    from fercli.modelfile import load_model
 
-    metadata = read_metadata(resolve_model_path(model_name))  # fail fast, before reading data
-    data = pick_split(read_dataset(data_path, int(metadata["input_size"]), warn=warn), split)
-    model = EmotionModel(model_name)
+    model = load_model(model_name)  # fail fast, before reading data
+    data = pick_split(read_dataset(data_path, model.input_size, warn=warn), split)
     data = data.remap(model.classes)
     probabilities = model.predict(data.images)
     result = scores(data.labels, probabilities.argmax(axis=1), model.classes)

@@ -34,9 +34,13 @@ def _last_conv_features(model):
 
 
 class Explainer:
-    def __init__(self, emotion_model):
-        import keras
+    """Grad-CAM on the Keras network (for a .lite model: the .keras file it was exported from)."""
 
+    def __init__(self, emotion_model):
+        from fercli.modelfile import keras_model_for
+
+        emotion_model = keras_model_for(emotion_model)
+        import keras
         found = _last_conv_features(emotion_model.keras_model)
         if found is None:
             raise UserError(f"model {emotion_model.name} has no convolutional layer to explain.")

@@ -20,7 +20,7 @@ class EmotionModel:
     `keras_model` stays float32 (training, Grad-CAM)."""
 
     def __init__(self, name_or_path=None, precision: str | None = None):
-        self.path = resolve_model_path(name_or_path)
+        self.path = resolve_model_path(name_or_path, keras=True)
         self.metadata = read_metadata(self.path)
         self.classes: list[str] = list(self.metadata["classes"])
         self.input_size: int = int(self.metadata["input_size"])
@@ -135,16 +135,3 @@ def inference_copy(model, precision: str = "float32"):
             weights = [weights[0] * scale, beta + (bias - mean) * scale]
         new.set_weights(weights)
     return copy
-
-
-def measure_crops_per_s(model: "EmotionModel", batch: int = 64, seconds: float = 1.0) -> float:
-    """Classifier throughput on random crops (after one warm-up call)."""
-    import time
-
-    crops = np.random.default_rng(0).integers(0, 256, (batch, model.input_size, model.input_size), dtype=np.uint8)
-    model.predict(crops)
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        model.predict(crops)
-        done += batch
-    return done / (time.perf_counter() - start)

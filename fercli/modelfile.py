@@ -73,24 +73,36 @@ def _rewrite_archive(path: Path, replacements: dict[str, str | bytes]) -> None:
     os.replace(temp, path)
 
 
-def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
-    """A shipped model's name ("default", "accurate") or a file path -> the file."""
+def resolve_model_path(name_or_path: str | os.PathLike | None, keras: bool = False) -> Path:
+    """A shipped model's name ("default", "accurate") or a file path -> the
+    file: for a name, the lean runtime's .lite file (the .keras one with
+    `keras`: training, explaining, exporting)."""
+    from fercli.lite import LITE_SUFFIX
+
     name = str(name_or_path or DEFAULT_MODEL)
-    shipped = resource_dir("models") / f"{name}.keras"
-    if os.sep not in name and "/" not in name and not name.endswith(".keras") and shipped.is_file():
-        return shipped
+    folder = resource_dir("models")
+    if os.sep not in name and "/" not in name and not name.endswith((".keras", LITE_SUFFIX)):
+        for suffix in (".keras",) if keras else (LITE_SUFFIX, ".keras"):
+            if (folder / f"{name}{suffix}").is_file():
+                return folder / f"{name}{suffix}"
     path = Path(name)
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in resource_dir("models").glob("*.keras"))) or "none"
-        raise UserError(f"model {name} not found: give a .keras file or a shipped model name ({known}).")
+        known = ", ".join(shipped_model_names()) or "none"
+        raise UserError(f"model {name} not found: give a .keras or .lite file or a shipped model name ({known}).")
     if path.is_dir():
-        raise UserError(f"model {name} is a folder: give a .keras model file.")
+        raise UserError(f"model {name} is a folder: give a .keras or .lite model file.")
+    if keras and path.name.endswith(LITE_SUFFIX):
+        raise UserError(f"{name} is a .lite file, which only runs a model: this needs the .keras file it was exported from.")
     return path
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The fercli metadata of a model file, without loading the network."""
+    """The fercli metadata of a model file (.keras or .lite), without loading the network."""
+    from fercli.lite import LITE_SUFFIX, read_lite_metadata
+
     path = Path(path)
+    if path.name.endswith(LITE_SUFFIX):
+        return read_lite_metadata(path)
     try:
         with zipfile.ZipFile(path) as archive:
             if METADATA_MEMBER not in archive.namelist():
@@ -98,6 +110,10 @@ def read_metadata(path: str | os.PathLike) -> dict:
             metadata = json.loads(archive.read(METADATA_MEMBER))
     except (zipfile.BadZipFile, OSError, ValueError, KeyError):
         raise UserError(f"{path} is not a valid fercli model file (corrupt or not a .keras archive).") from None
+    return check_metadata(metadata, path)
+
+
+def check_metadata(metadata, path) -> dict:
     classes = metadata.get("classes") if isinstance(metadata, dict) else None
     size = metadata.get("input_size") if isinstance(metadata, dict) else None
     if (not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes)
@@ -105,6 +121,41 @@ def read_metadata(path: str | os.PathLike) -> dict:
         raise UserError(f"{path} has malformed fercli metadata ({METADATA_MEMBER} needs 'classes', a list of two or "
                         "more names, and 'input_size', a side in pixels).")
     return metadata
+
+
+def load_model(name_or_path=None, precision: str | None = None):
+    """The model to run: a .lite file on LiteRT (no TensorFlow; what a shipped
+    name gives), or a .keras file on Keras (needs TensorFlow)."""
+    from fercli.lite import LITE_SUFFIX, LiteModel
+    from fercli.tf_quiet import tensorflow_available
+
+    path = resolve_model_path(name_or_path)
+    if path.name.endswith(LITE_SUFFIX):
+        return LiteModel(path, precision)
+    read_metadata(path)   # a sentence for a damaged file, before anything loads
+    if not tensorflow_available():
+        raise UserError(f'{path} is a Keras model: running it needs TensorFlow (pip install "fercli[train]"); '
+                        f"or, where TensorFlow is, `fercli export {path}` makes a .lite file that runs without it.")
+    from fercli.inference import EmotionModel
+
+    return EmotionModel(path, precision)
+
+
+def keras_model_for(model):
+    """The Keras model (inference.EmotionModel) a model runs: itself, or for a
+    .lite file the .keras file it was exported from (explain needs gradients)."""
+    if hasattr(model, "keras_model"):
+        return model
+    from fercli.inference import EmotionModel
+    from fercli.tf_quiet import require_tensorflow
+
+    require_tensorflow("explaining a prediction")
+    source = model.metadata.get("lite", {}).get("from", "")
+    for candidate in (resource_dir("models") / f"{model.name}.keras", model.path.parent / source):
+        if source and candidate.name == source and candidate.is_file():
+            return EmotionModel(candidate)
+    raise UserError(f"explaining needs the Keras model that {model.path} was exported from ({source or 'unknown'}); "
+                    "give it with --model FILE.keras.")
 
 
 def load_keras_model(path):
@@ -117,8 +168,17 @@ def load_keras_model(path):
         raise UserError(f"{path} could not be loaded as a model ({type(exc).__name__}).") from None
 
 
+def shipped_model_names() -> list[str]:
+    from fercli.lite import LITE_SUFFIX
+
+    folder = resource_dir("models")
+    names = {p.name[:-len(LITE_SUFFIX)] for p in folder.glob(f"*{LITE_SUFFIX}")} | {p.stem for p in folder.glob("*.keras")}
+    return sorted(names, key=lambda name: (name != DEFAULT_MODEL, name))
+
+
 def shipped_models() -> list[Path]:
-    return sorted(resource_dir("models").glob("*.keras"), key=lambda p: (p.stem != DEFAULT_MODEL, p.stem))
+    """The file each shipped model runs from (the .lite file where there is one)."""
+    return [resolve_model_path(name) for name in shipped_model_names()]
 
 
 def update_metadata(path: str | os.PathLike, **changes) -> None:

@@ -30,9 +30,10 @@ class Analyzer:
 
     def __init__(self, model=None, detector=None, align: bool = True, **detector_options):
         from fercli.detect import DEFAULT_DETECTOR, make_detector
-        from fercli.inference import EmotionModel
+        from fercli.modelfile import load_model
 
-        self.model = model if isinstance(model, EmotionModel) else EmotionModel(model)
+        # a loaded model (lite.LiteModel, inference.EmotionModel), or its name or file for modelfile.load_model
+        self.model = model if hasattr(model, "predict") else load_model(model)
         if detector is None or isinstance(detector, str):
             detector = make_detector(detector or DEFAULT_DETECTOR, **detector_options)
         self.detector = detector
@@ -49,15 +50,23 @@ class Analyzer:
 
     def classify(self, image: np.ndarray, faces: Faces) -> Faces:
         """One forward pass for all faces of one image."""
-        if len(faces) == 0:
-            return faces.classified(np.zeros((0, len(self.classes)), np.float32), self.classes)
-        return faces.classified(self.model.predict(self.crops(image, faces)), self.classes)
+        return self.classify_many([(image, faces)])[0]
+
+    def classify_many(self, detected: list[tuple[np.ndarray, Faces]]) -> list[Faces]:
+        """One forward pass for the faces of several images or frames (full
+        batches for the classifier); [(image, faces)] -> the faces classified."""
+        crops = [self.crops(image, faces) for image, faces in detected if len(faces)]
+        probabilities = self.model.predict(np.concatenate(crops)) if crops else np.zeros((0, len(self.classes)), np.float32)
+        ends = np.cumsum([len(faces) for _, faces in detected])
+        return [faces.classified(probabilities[end - len(faces):end], self.classes) for (_, faces), end in zip(detected, ends)]
 
     def crops(self, image: np.ndarray, faces: Faces) -> np.ndarray:
         """The model's input for each face: uint8 (N, S, S), upright where the
         faces have landmarks and `align` is on, preprocessed as in training."""
-        gray = to_gray(image)
         size = self.model.input_size
+        if len(faces) == 0:
+            return np.zeros((0, size, size), np.uint8)
+        gray = to_gray(image)
         landmarks = faces.landmarks if self.align else [None] * len(faces)
         return np.stack([face_crop(gray, box, points, size) for box, points in zip(faces.boxes, landmarks)])
 

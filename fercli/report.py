@@ -75,22 +75,24 @@ def show_models(measure: bool = True) -> None:
     """The shipped models: accuracy recorded by `fercli eval`, crops/s measured now (batch 64)."""
     from rich.table import Table
 
-    from fercli.inference import EmotionModel, default_precision, measure_crops_per_s
-    from fercli.modelfile import read_metadata, recorded_accuracy, shipped_models
+    from fercli.lite import measure_crops_per_s
+    from fercli.modelfile import load_model, read_metadata, recorded_accuracy, shipped_model_names
 
-    precision = default_precision()
     table = Table(title="shipped models (use with --model NAME)",
-                  caption=f"accuracy: measured with `fercli eval` on the data named, {precision} inference as on this machine")
-    for column in ("name", "accuracy", "on data", "crops/s", "params", "arch", "classes"):
-        table.add_column(column, justify="right" if column in ("accuracy", "crops/s", "params") else "left")
+                  caption="accuracy: measured with `fercli eval` on the data named, in the precision this machine runs")
+    for column in ("name", "precision", "accuracy", "on data", "crops/s", "params", "classes"):
+        table.add_column(column, justify="right" if column in ("accuracy", "crops/s", "params") else "left",
+                         no_wrap=column in ("name", "precision"))
     class_sets: dict[tuple, list[str]] = {}  # class lists below the table: too wide for a column
-    for path in shipped_models():
-        meta = read_metadata(path)
-        speed = "" if not measure else f"{measure_crops_per_s(EmotionModel(path, precision)):,.0f}"
-        accuracy, data = recorded_accuracy(meta, precision)
-        table.add_row(path.stem, f"{accuracy:.2%}" if accuracy is not None else "-", "/".join(Path(data).parts[-2:]), speed,
-                      f"{meta.get('parameters', 0) / 1e6:.2f}M", meta.get("arch", ""), str(len(meta["classes"])))
-        class_sets.setdefault(tuple(meta["classes"]), []).append(path.stem)
+    for name in shipped_model_names():
+        model = load_model(name)
+        meta = read_metadata(model.path)
+        speed = "" if not measure else f"{measure_crops_per_s(model):,.0f}"
+        accuracy, data = recorded_accuracy(meta, model.precision)
+        table.add_row(name, model.precision, f"{accuracy:.2%}" if accuracy is not None else "-",
+                      "/".join(Path(data).parts[-2:]), speed, f"{meta.get('parameters', 0) / 1e6:.2f}M",
+                      str(len(meta["classes"])))
+        class_sets.setdefault(tuple(meta["classes"]), []).append(name)
     out = console()
     out.print(table)
     for classes, names in class_sets.items():

@@ -34,24 +34,64 @@ def interrupts_deferred(stderr: int = 2):
         signal.signal(signal.SIGINT, previous)
 
 
+@contextmanager
+def quietly():
+    """File descriptor 2 points at /dev/null meanwhile (TensorFlow's C++ logs)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        with interrupts_deferred(stderr=saved):
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:   # a finder that refuses it
+        return False
+
+
+def tensorflow_available() -> bool:
+    return installed("tensorflow")
+
+
+def require_tensorflow(what: str) -> None:
+    """TensorFlow is in the train extra: the lean install runs predict, video, serve and eval without it."""
+    if not tensorflow_available():
+        from fercli.errors import UserError
+
+        raise UserError(f'{what} needs TensorFlow, which this installation leaves out: pip install "fercli[train]".')
+
+
+def require_keras_backend(what: str, jax: bool = False) -> None:
+    """Keras and its backend are there: JAX where asked for (KERAS_BACKEND=jax), else TensorFlow."""
+    if jax or os.environ.get("KERAS_BACKEND") == "jax":
+        if not (installed("jax") and installed("keras")):
+            from fercli.errors import UserError
+
+            raise UserError(f"{what} on the JAX backend needs jax and keras: pip install jax keras.")
+    else:
+        require_tensorflow(what)
+
+
 def tensorflow():
     global _loaded
     if _loaded is None:
+        require_tensorflow("this command")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 2)
-            with interrupts_deferred(stderr=saved):  # fd 2 points at /dev/null meanwhile
-                import tensorflow as tf
-                import keras  # noqa: F401  (loads TensorFlow's plugins once, quietly)
+        with quietly():
+            import tensorflow as tf
+            import keras  # noqa: F401  (loads TensorFlow's plugins once, quietly)
 
-                tf.constant(0)  # device initialisation logs too
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(devnull)
+            tf.constant(0)  # device initialisation logs too
         _loaded = tf
     return _loaded
 

@@ -243,7 +243,7 @@ def _initial_model(train: Dataset, cfg: TrainConfig):
     """The --init model's network (uncompiled), checked against the data."""
     from fercli.modelfile import load_keras_model, read_metadata, resolve_model_path
 
-    path = resolve_model_path(cfg.init)
+    path = resolve_model_path(cfg.init, keras=True)
     start = read_metadata(path)
     if start["classes"] != train.classes or int(start["input_size"]) != cfg.img_size:
         raise UserError(f"--init {cfg.init} has classes {', '.join(start['classes'])} at {start['input_size']} px; "
@@ -266,7 +266,7 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
     weights = class_weights(train.counts(), cfg.class_weight)
     init = None
     if cfg.init:
-        start = read_metadata(resolve_model_path(cfg.init))
+        start = read_metadata(resolve_model_path(cfg.init, keras=True))
         cfg.arch = start.get("arch", cfg.arch)
         init = {"model": cfg.init, "val_accuracy": start.get("val_accuracy"), "epochs_trained": start.get("epochs_trained")}
     metadata = {
@@ -304,7 +304,7 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
         from fercli.inference import default_precision, inference_copy
         from fercli.modelfile import load_keras_model
 
-        teacher_path = resolve_model_path(cfg.teacher)
+        teacher_path = resolve_model_path(cfg.teacher, keras=True)
         teacher_meta = read_metadata(teacher_path)
         if teacher_meta["classes"] != train.classes or int(teacher_meta["input_size"]) != cfg.img_size:
             raise UserError(f"teacher {cfg.teacher} has classes {', '.join(teacher_meta['classes'])} at {teacher_meta['input_size']} px; "

@@ -16,7 +16,7 @@ import numpy as np
 
 from fercli.annotate import colour_for
 from fercli.faces import Faces
-from fercli.run import run
+from fercli.run import BATCH_ITEMS, run
 from fercli.sinks import AnnotatedVideoSink, PreviewSink, RecordSink, TimelineSink, write_text_atomically
 from fercli.sources import InputFile, Item, ThreadedCamera, real_path
 from fercli.videoio import CODECS, DEFAULT_CODEC, VideoReader, VideoWriter
@@ -156,8 +156,10 @@ def _run_stream(items, analyzer, records, output: Path, relative: Path, every: i
     if show:
         sinks.append(PreviewSink(f"fercli - {relative.name} (q quits)", draw_landmarks))
     try:
+        # a live camera finishes each frame before the next (preview, no delay); files batch across frames
         stats = run(items, analyzer, records, sinks, every, Tracker(analyzer.classes, smooth=smooth), on_error,
-                    progress, total, desc=relative.name, max_items=max_frames)
+                    progress, total, desc=relative.name, max_items=max_frames,
+                    batch_items=1 if isinstance(items, ThreadedCamera) else BATCH_ITEMS)
     finally:
         for sink in sinks:
             sink.close()

@@ -40,16 +40,17 @@ def test_installed_package_finds_model_and_cascades(tmp_path):
         pytest.skip("fercli is not installed in this environment (run `pip install .` first)")
     assert out.returncode == 0, out.stderr
     model, cascades = map(Path, json.loads(out.stdout))
-    assert model.is_file() and model.name == "default.keras"
+    assert model.is_file() and model.name == "default.lite"
+    assert (model.parent / "default.keras").is_file()   # for train --init/--teacher, explain, ensemble, export
     assert (cascades / "haarcascade_frontalface_default.xml").is_file() and (cascades / "centerface.onnx").is_file()
 
 
 def test_models_lists_the_shipped_models():
-    from fercli.inference import default_precision
-    from fercli.modelfile import read_metadata, recorded_accuracy, resolve_model_path
+    from fercli.modelfile import load_model, read_metadata, recorded_accuracy
     result = run("models")
     assert result.exit_code == 0, result.stderr
-    accuracy, _ = recorded_accuracy(read_metadata(resolve_model_path(None)), default_precision())
+    model = load_model(None)
+    accuracy, _ = recorded_accuracy(read_metadata(model.path), model.precision)
     assert "default" in result.output and f"{accuracy:.2%}" in result.output
     rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
             for line in result.output.splitlines() if line.startswith("│")}

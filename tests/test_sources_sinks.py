@@ -20,15 +20,23 @@ CLASSES = ["happy", "sad"]
 
 
 class FixedAnalyzer:
-    """Finds one face at the same place in every image, 'happy' with 0.8."""
+    """Finds one face at the same place in every image, 'happy' with 0.8;
+    counts detector calls and the batch sizes the classifier is given."""
     classes = CLASSES
 
     def __init__(self):
-        self.calls = 0
+        self.calls, self.batches = 0, []
+
+    def detect(self, image):
+        self.calls += 1
+        return Faces.from_boxes([[4, 4, 8, 8]])
+
+    def classify_many(self, detected):
+        self.batches.append(sum(len(faces) for _, faces in detected))
+        return [faces.classified([[0.8, 0.2]] * len(faces), CLASSES) for _, faces in detected]
 
     def analyze(self, image):
-        self.calls += 1
-        return Faces.from_boxes([[4, 4, 8, 8]]).classified([[0.8, 0.2]], CLASSES)
+        return self.classify_many([(image, self.detect(image))])[0]
 
 
 def picture(value=128, size=(16, 20)):
@@ -147,9 +155,22 @@ def test_loop_carries_faces_between_analysed_frames_and_reports_each_failure(tmp
         def close(self):
             pass
 
-    with RecordSink(tmp_path / "q.csv", CLASSES, video=True) as records:
-        stats = run(iter(frames), FixedAnalyzer(), records, [StopAtThird()])
+    with RecordSink(tmp_path / "q.csv", CLASSES, video=True) as records:   # a live source: one item at a time
+        stats = run(iter(frames), FixedAnalyzer(), records, [StopAtThird()], batch_items=1)
     assert stats.items == 3 and len(rows(tmp_path / "q.csv")) == 2
+
+
+def test_loop_classifies_across_items_and_writes_them_in_order(tmp_path):
+    """Faces of several images go to the classifier in one batch (BATCH_ITEMS
+    images at most), and the rows still come out in input order."""
+    from fercli.run import BATCH_ITEMS
+
+    analyzer = FixedAnalyzer()
+    items = [Item(f"{i}.png", Path(f"{i}.png"), picture(i)) for i in range(2 * BATCH_ITEMS + 3)]
+    with RecordSink(tmp_path / "p.csv", CLASSES) as records:
+        stats = run(iter(items), analyzer, records)
+    assert analyzer.batches == [BATCH_ITEMS, BATCH_ITEMS, 3] and stats.faces == len(items)
+    assert [r["source"] for r in rows(tmp_path / "p.csv")] == [item.source for item in items]
 
 
 def test_loop_turns_a_failing_sink_into_an_error_row(tmp_path):

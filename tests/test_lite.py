@@ -1,0 +1,149 @@
+"""The lean runtime: .lite models on LiteRT, and predict, video, serve and eval
+in a process where TensorFlow and Keras cannot be imported."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.clips import phone_clip
+from tests.conftest import REPO, FIXTURE_FACE, run, synthetic_faces, write_image
+
+HIDE = ("tensorflow", "keras", "jax")
+
+
+def without_tensorflow(tmp_path: Path, *args, cwd=REPO) -> subprocess.CompletedProcess:
+    """`fercli ARGS` in a process where importing TensorFlow, Keras or JAX fails,
+    as after `pip install fercli` without the train extra."""
+    hide = tmp_path / "hidden"
+    hide.mkdir(exist_ok=True)
+    # a meta path finder that refuses them, to import and to importlib.util.find_spec alike
+    (hide / "sitecustomize.py").write_text(
+        "import sys\nclass Refuse:\n    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {sorted(HIDE)!r}:\n            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Refuse())\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hide), str(REPO)]))
+    return subprocess.run([sys.executable, "-m", "fercli", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+def test_predict_video_and_eval_run_without_tensorflow(tmp_path):
+    done = without_tensorflow(tmp_path, "predict", "-p", REPO / "docs" / "example.jpg", "-o", tmp_path / "p")
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "p" / "predictions.csv", newline="") as handle:
+        assert [row["emotion"] for row in csv.DictReader(handle)] == ["happy"]
+
+    face = __import__("cv2").imread(str(FIXTURE_FACE))
+    canvas = np.full((240, 320, 3), 90, np.uint8)
+    canvas[40:200, 80:240] = __import__("cv2").resize(face, (160, 160))
+    phone_clip(tmp_path / "clip.mp4", frames=12, picture=lambda i: canvas)
+    done = without_tensorflow(tmp_path, "video", tmp_path / "clip.mp4", "-o", tmp_path / "v", "-q")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "v" / "clip.mp4").is_file()
+
+    crops = synthetic_faces(12, seed=3)
+    for i, crop in enumerate(crops):
+        write_image(tmp_path / "crops" / ("happy" if i % 2 else "sad") / f"{i}.png", crop)
+    done = without_tensorflow(tmp_path, "eval", tmp_path / "crops", "-o", tmp_path / "e", "--json", tmp_path / "e.json")
+    assert done.returncode == 0, done.stderr
+    assert '"n": 12' in (tmp_path / "e.json").read_text()
+
+
+def test_serve_answers_without_tensorflow(tmp_path):
+    pytest.importorskip("flask", reason="serve needs flask (the serve extra)")
+    code = ("import json, sys\nfrom fercli.pipeline import Analyzer\nfrom fercli.serve import create_app\n"
+            "app = create_app(Analyzer(), 5)\nclient = app.test_client()\n"
+            f"reply = client.post('/api/predict', data={{'file': (open({str(FIXTURE_FACE)!r}, 'rb'), 'f.jpg')}})\n"
+            "print(reply.status_code, json.dumps(reply.get_json()['records'][0]['emotion']))\n"
+            "explained = client.post('/api/predict?explain=1', data={'file': (open(%r, 'rb'), 'f.jpg')})\n"
+            "print(explained.status_code, explained.get_json().get('error', ''))\n" % str(FIXTURE_FACE))
+    script = tmp_path / "serve_check.py"
+    script.write_text(code)
+    hide = tmp_path / "x"
+    hide.mkdir()
+    without_tensorflow(hide, "--version")   # writes the hiding modules under hide/hidden
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hide / "hidden"), str(REPO)]))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first == '200 "happy"'
+    assert second.startswith("400 ") and 'pip install "fercli[train]"' in second
+
+
+@pytest.mark.parametrize("args, says", [
+    (["train", "DATA"], 'fercli train needs TensorFlow'),
+    (["explain", "-p", REPO / "docs" / "example.jpg"], "explaining a prediction (Grad-CAM) needs TensorFlow"),
+    (["export", "default"], "fercli export needs TensorFlow"),
+    (["ensemble", "default", "fast", "--out", "x.keras"], "fercli ensemble needs TensorFlow"),
+    (["predict", "-p", REPO / "docs" / "example.jpg", "--model", REPO / "models" / "fast.keras"], "export"),
+])
+def test_training_commands_without_tensorflow_say_what_to_install(tmp_path, args, says):
+    done = without_tensorflow(tmp_path, *[tmp_path if a == "DATA" else a for a in args], cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr
+    assert 'pip install "fercli[train]"' in done.stderr
+
+
+def test_lite_model_matches_keras_and_chooses_its_precision(monkeypatch):
+    """float32 gives the Keras model's probabilities; int8 (the default) stays
+    close and agrees on the class; the batch a crop shares changes nothing."""
+    pytest.importorskip("tensorflow", reason="the Keras side of the comparison needs TensorFlow (the train extra)")
+    from fercli.errors import UserError
+    from fercli.inference import EmotionModel
+    from fercli.lite import LiteModel
+    from fercli.modelfile import resolve_model_path
+
+    crops = synthetic_faces(40, seed=5)
+    crops[:20] = np.clip(crops[:20] // 2 + 60, 0, 255)
+    reference = EmotionModel("default", "float32").predict(crops)
+    monkeypatch.delenv("FERCLI_PRECISION", raising=False)
+    default = LiteModel(resolve_model_path("default"))
+    assert default.precision == "int8"
+    exact = LiteModel(resolve_model_path("default"), "float32")
+    assert np.abs(exact.predict(crops) - reference).max() < 1e-4
+    quantized = default.predict(crops)
+    assert np.abs(quantized - reference).max() < 0.06
+    assert (quantized.argmax(1) == reference.argmax(1)).mean() >= 0.9
+    one_by_one = np.concatenate([default.predict(crops[i:i + 1]) for i in range(len(crops))])
+    assert np.array_equal(one_by_one, quantized)
+    monkeypatch.setenv("FERCLI_PRECISION", "float32")
+    assert LiteModel(resolve_model_path("default")).precision == "float32"
+    monkeypatch.setenv("FERCLI_PRECISION", "float64")
+    with pytest.raises(UserError, match="float64"):
+        LiteModel(resolve_model_path("default"))
+
+
+def test_export_makes_a_lite_file_from_a_trained_model(tmp_path):
+    """`fercli export` on a .keras file fercli wrote: a .lite file with both
+    networks and the metadata, predicting as the Keras model does; --val records both accuracies."""
+    pytest.importorskip("tensorflow", reason="export needs TensorFlow (the train extra)")
+    from fercli.architectures import build_model
+    from fercli.inference import EmotionModel
+    from fercli.lite import LiteModel
+    from fercli.modelfile import read_metadata, save_model
+
+    model = build_model("vgg-small", 2, 16)
+    save_model(model, tmp_path / "mine.keras", {"classes": ["happy", "sad"], "input_size": 16, "arch": "vgg-small"})
+    for i in range(6):
+        write_image(tmp_path / "val" / ("happy" if i % 2 else "sad") / f"{i}.png", synthetic_faces(1, 16, seed=i)[0])
+    result = run("export", tmp_path / "mine.keras", "--val", tmp_path / "val")
+    assert result.exit_code == 0, result.output + result.stderr
+    lite = tmp_path / "mine.lite"
+    metadata = read_metadata(lite)
+    assert metadata["precisions"] == ["int8", "float32"] and metadata["classes"] == ["happy", "sad"]
+    assert set(metadata["measured"]) == {"int8", "float32"} and metadata["lite"]["from"] == "mine.keras"
+    crops = synthetic_faces(8, 16, seed=9)
+    assert np.abs(LiteModel(lite, "float32").predict(crops) - EmotionModel(tmp_path / "mine.keras", "float32").predict(crops)).max() < 1e-4
+    done = run("predict", "-p", FIXTURE_FACE, "--model", lite, "-o", tmp_path / "out", "--no-images")
+    assert done.exit_code == 0, done.stderr
+    assert run("export", tmp_path / "mine.keras", "--out", tmp_path / "x.tflite").exit_code == 2
+
+
+def test_damaged_lite_file_is_one_sentence(tmp_path):
+    broken = tmp_path / "broken.lite"
+    broken.write_bytes(b"PK\x03\x04 not a zip")
+    done = run("predict", "-p", FIXTURE_FACE, "--model", broken, "-o", tmp_path / "out")
+    assert done.exit_code == 2 and "not a valid fercli .lite model file" in done.stderr
