@@ -181,7 +181,7 @@ def engine_options(command):
         click.option("--address", default=None, help="ray: the cluster to use (auto, or ray://HOST:10001) "
                                                      "[default: a local Ray instance for this command only]."),
         click.option("--workers", type=click.IntRange(1), default=None,
-                     help="ray: actors in the pool [default: the cluster's CPUs, less one, / --cpus-per-worker]."),
+                     help="ray: actors in the pool [default: the cluster's CPUs / --cpus-per-worker]."),
         click.option("--cpus-per-worker", type=click.FloatRange(0.1), default=1.0, show_default=True,
                      help="ray: CPUs reserved for each actor."),
     ]

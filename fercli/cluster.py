@@ -111,7 +111,13 @@ class _ActorBase:
     """One Analyzer per Ray actor, built from the options the local engine would use."""
 
     def __init__(self, analyzer_options: dict):
+        import ray
+
         logging.getLogger("ray").setLevel(logging.ERROR)
+        # As many threads as CPUs this actor was given, not as the machine has: actors share a node.
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        if cpus:
+            os.environ["FERCLI_THREADS"] = str(max(1, round(cpus)))
         from fercli.pipeline import Analyzer
 
         self.analyzer = Analyzer(**analyzer_options)
@@ -197,12 +203,12 @@ def _quiet_stderr():
 
 def _actor_pool(ray, workers: int | None, cpus_per_worker: float) -> dict:
     """map_batches arguments: a pool of `workers` actors (default: as many as
-    the cluster's CPUs hold at `cpus_per_worker`, leaving one CPU for Ray's
-    own tasks). Ray Data restarts an actor that dies and retries its calls
-    (its defaults: max_restarts=-1, max_task_retries=-1)."""
+    the cluster's CPUs hold at `cpus_per_worker`; the inputs are a list made
+    in the driver, so no Ray task waits for a CPU beside them). Ray Data
+    restarts an actor that dies and retries its calls (its defaults:
+    max_restarts=-1, max_task_retries=-1)."""
     if workers is None:
-        cpus = ray.cluster_resources().get("CPU", 1)
-        workers = max(1, int((cpus - 1) // cpus_per_worker) if cpus > 1 else 1)
+        workers = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker))
     # fercli's settings (the pixel limit, the precision) go to every worker, on any machine.
     settings = {key: value for key, value in os.environ.items() if key.startswith("FERCLI_")}
     return dict(compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,

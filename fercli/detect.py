@@ -18,7 +18,7 @@ import numpy as np
 from fercli.data import to_bgr, to_gray
 from fercli.errors import UserError, reason
 from fercli.faces import Faces
-from fercli.resources import resource_dir
+from fercli.resources import cpu_threads, resource_dir
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 CENTERFACE_FILE = "centerface.onnx"
@@ -108,6 +108,7 @@ class CenterFaceDetector:
             raise UserError(f"face detector file {path} not found (reinstall fercli, or use --detector haar).")
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
+        options.intra_op_num_threads = cpu_threads()
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fercli.errors import UserError
+from fercli.resources import cpu_threads
 from fercli.tf_quiet import quietly
 
 LITE_SUFFIX = ".lite"
@@ -73,7 +74,7 @@ class LiteModel:
         self.precision = lite_precision(precision, self.metadata["precisions"], self.path)
         with zipfile.ZipFile(self.path) as archive:
             self._network = archive.read(f"{self.precision}.tflite")
-        self._threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self._threads = cpu_threads()
         self._interpreters: dict[int, tuple] = {}
         self._runner(1)   # fails here, with the reason, if the network does not load
 

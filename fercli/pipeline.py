@@ -1,7 +1,7 @@
 """THE shared path: image -> faces (detector: boxes, scores, landmarks) ->
-upright crops (training's preprocessing) -> one batched forward pass -> a Faces
-record with class probabilities. `predict`, `video`, `explain` and `serve` all
-use it.
+upright crops (training's preprocessing) -> one batched forward pass (for one
+image, or for several: `classify_many`) -> a Faces record with class
+probabilities. `predict`, `video`, `explain`, `serve` and the Ray engine all use it.
 
     from fercli import Analyzer
     faces = Analyzer().analyze(cv2.imread("photo.jpg"))

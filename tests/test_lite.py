@@ -147,3 +147,15 @@ def test_damaged_lite_file_is_one_sentence(tmp_path):
     broken.write_bytes(b"PK\x03\x04 not a zip")
     done = run("predict", "-p", FIXTURE_FACE, "--model", broken, "-o", tmp_path / "out")
     assert done.exit_code == 2 and "not a valid fercli .lite model file" in done.stderr
+
+
+def test_thread_count_follows_fercli_threads(monkeypatch):
+    """A Ray actor sets FERCLI_THREADS to its CPUs; otherwise the CPUs this process may use."""
+    from fercli.resources import cpu_threads
+
+    monkeypatch.setenv("FERCLI_THREADS", "1")
+    assert cpu_threads() == 1
+    monkeypatch.setenv("FERCLI_THREADS", "many")
+    assert cpu_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.delenv("FERCLI_THREADS")
+    assert cpu_threads() == len(os.sched_getaffinity(0))
