@@ -169,6 +169,8 @@ def ray_session(address: str | None):
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
     started = not ray.is_initialized()
+    if started and address and address != "auto":
+        _check_reachable(address)
     if started:
         with _quiet_stderr():
             try:
@@ -185,6 +187,21 @@ def ray_session(address: str | None):
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, with a sentence, where nothing listens at HOST:PORT
+    (Ray itself retries a missing head for minutes)."""
+    import socket
+
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except ValueError:
+        raise UserError(f"--address {address} is not HOST:PORT, ray://HOST:PORT or auto.") from None
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}).") from None
 
 
 @contextlib.contextmanager

@@ -170,3 +170,14 @@ def test_engine_usage_errors(tmp_path, args, message):
     image = write_image(tmp_path / "a.jpg", np.zeros((50, 50, 3), np.uint8))
     done = fercli("predict", "-p", image, "-o", tmp_path / "out", *args)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+@requires_ray
+def test_an_address_where_no_cluster_listens_is_one_sentence_in_seconds(tmp_path):
+    """Ray retries a missing head for minutes; fercli looks first."""
+    image = write_image(tmp_path / "a.jpg", np.zeros((50, 50, 3), np.uint8))
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1"):
+        start = time.time()
+        done = fercli("predict", "-p", image, "-o", tmp_path / "out", "--engine", "ray", "--address", address)
+        assert done.returncode == 2 and f"cannot reach the Ray cluster at {address}" in done.stderr, done.stderr
+        assert time.time() - start < 60
