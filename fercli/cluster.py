@@ -265,6 +265,8 @@ class RayEngine:
         from tqdm import tqdm
 
         stats, start = RunStats(), time.perf_counter()
+        if not files:
+            return stats   # all done already (--resume): no cluster to start
         inputs = {real_path(f.path) for f in files if not is_uri(str(f.path))}
         with ray_session(self.address) as ray:
             dataset = self._map(ray, files, AnalyzeImages, IMAGES_PER_BATCH, inputs=inputs, landmarks=landmarks,
