@@ -88,8 +88,7 @@ def train(data, out, resume, distributed, coordinator, num_processes, process_id
     require_keras_backend("fercli train", jax=distributed)   # before the data is read
     processes = None
     if distributed:
-        if os.environ.setdefault("KERAS_BACKEND", "jax") != "jax":
-            raise UserError(f"--distributed trains on Keras' JAX backend; KERAS_BACKEND is {os.environ['KERAS_BACKEND']}.")
+        os.environ.setdefault("KERAS_BACKEND", "jax")   # before Keras loads; start_processes refuses another backend
         from fercli.train import start_processes
 
         processes = start_processes(coordinator, num_processes, process_id)
@@ -426,8 +425,7 @@ def export(model, out, val_data):
     export_lite(source, target)
     click.echo(f"saved {target} ({target.stat().st_size / 1e6:.1f} MB: float32 and int8 networks)")
     for precision in LITE_PRECISIONS if val_data else ():
-        os.environ["FERCLI_PRECISION"] = precision
-        result, _ = evaluate(val_data, str(target), warn=warn)
+        result, _ = evaluate(val_data, str(target), warn=warn, precision=precision)
         record_accuracy(target, result, precision)
         click.echo(f"{precision}: accuracy {result['accuracy']:.2%} on {result['data']} (n={result['n']}), recorded")
 

@@ -22,6 +22,7 @@ import logging
 import os
 import pickle
 import sys
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -30,7 +31,8 @@ from fercli.data import IMAGE_SUFFIXES, decode_image, read_image_file
 from fercli.errors import UserError
 from fercli.run import RunStats
 from fercli.sinks import AnnotatedImageSink, Sink
-from fercli.sources import InputFile, Item, real_path
+from fercli.sources import InputFile, real_path
+from fercli.tf_quiet import quietly
 
 RAY_EXTRA = 'pip install "fercli[ray]"'
 IMAGES_PER_BATCH = 8   # inputs per actor call: small enough to spread a few hundred images over every actor
@@ -101,10 +103,10 @@ class RowCollector(Sink):
     would be given (the item without its pixels, and its faces)."""
 
     def __init__(self):
-        self.rows: list[tuple[Item, object]] = []
+        self.rows: list[tuple] = []   # (Item without pixels, Faces)
 
     def write(self, item, faces) -> None:
-        self.rows.append((Item(item.source, item.relative, None, item.error, item.frame, item.time_s), faces))
+        self.rows.append((replace(item, image=None), faces))
 
 
 class _ActorBase:
@@ -172,7 +174,7 @@ def ray_session(address: str | None):
     if started and address and address != "auto":
         _check_reachable(address)
     if started:
-        with _quiet_stderr():
+        with quietly(defer_interrupts=False):   # Ray's start-up notes; fercli prints its own progress
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.ERROR, configure_logging=True)
@@ -202,20 +204,6 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise UserError(f"--address {address} is not HOST:PORT, ray://HOST:PORT or auto.") from None
     except OSError as exc:
         raise UserError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}).") from None
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Ray's start-up notes go to stderr; fercli prints its own progress."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _actor_pool(ray, workers: int | None, cpus_per_worker: float) -> dict:
@@ -277,14 +265,8 @@ class RayEngine:
                         item, faces = pickle.loads(payload)
                         records.write(item, faces)
                         stats.items += 1
-                        if item.error is None:
-                            stats.analysed += 1
-                            stats.faces += len(faces)
-                            stats.emotions.update(faces.emotions)
-                        else:
-                            stats.failed.append((item.source, item.error))
-                            if on_error:
-                                on_error(item.source, item.error)
+                        stats.analysed += item.error is None
+                        stats.count(item, faces, on_error)
                         bar.update(1)
         stats.wall_s = time.perf_counter() - start
         return stats

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import cv2  # noqa: E402  (after the environment above, which OpenCV reads)
 import numpy as np  # noqa: E402
 
 from fercli.errors import UserError  # noqa: E402
+from fercli.tf_quiet import quietly  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 SPLIT_NAMES = ("train", "val", "test")
@@ -214,16 +214,8 @@ def _stderr_silenced():
     """libpng and libjpeg print their own complaints on stderr (file
     descriptor 2) from inside OpenCV; fercli says what went wrong in one
     sentence instead. One decode at a time holds the descriptor."""
-    with _decoding:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        try:
-            with open(os.devnull, "w") as devnull:
-                os.dup2(devnull.fileno(), 2)
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    with _decoding, quietly(defer_interrupts=False):
+        yield
 
 
 def decode_image(raw: np.ndarray, pixel_limit: int | None = None) -> np.ndarray:

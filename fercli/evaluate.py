@@ -13,6 +13,7 @@ from fercli.data import Dataset, read_dataset
 from fercli.errors import UserError
 
 if TYPE_CHECKING:
+    from fercli.inference import EmotionModel
     from fercli.lite import LiteModel
 
 CSV_SPLIT_NAMES = {"privatetest": "test", "publictest": "val", "training": "train",
@@ -50,11 +51,12 @@ def scores(labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dic
             "per_class": per_class, "confusion": confusion.tolist()}
 
 
-def evaluate(data_path: str, model_name: str | None, split: str | None = None, warn=None) -> tuple[dict, "LiteModel"]:
+def evaluate(data_path: str, model_name: str | None, split: str | None = None, warn=None,
+             precision: str | None = None) -> tuple[dict, "LiteModel | EmotionModel"]:
     """Scores of a model (a shipped name runs on the lean runtime) on labelled data."""
     from fercli.modelfile import load_model
 
-    model = load_model(model_name)  # fail fast, before reading data
+    model = load_model(model_name, precision)  # fail fast, before reading data
     data = pick_split(read_dataset(data_path, model.input_size, warn=warn), split)
     data = data.remap(model.classes)
     probabilities = model.predict(data.images)

@@ -41,6 +41,7 @@ class Explainer:
 
         emotion_model = keras_model_for(emotion_model)
         import keras
+
         found = _last_conv_features(emotion_model.keras_model)
         if found is None:
             raise UserError(f"model {emotion_model.name} has no convolutional layer to explain.")

@@ -117,7 +117,7 @@ def export_lite(keras_path: str | os.PathLike, out: str | os.PathLike) -> dict:
     weights stay float16, losing nothing) and int8 networks, and the
     metadata. Needs TensorFlow. Returns the written metadata."""
     from fercli.inference import inference_copy
-    from fercli.modelfile import load_keras_model, read_metadata
+    from fercli.modelfile import METADATA_MEMBER, load_keras_model, read_metadata
     from fercli.tf_quiet import tensorflow
 
     tf = tensorflow()
@@ -138,7 +138,7 @@ def export_lite(keras_path: str | os.PathLike, out: str | os.PathLike) -> dict:
 
     exported = dict(metadata, lite={"from": Path(keras_path).name, "fercli_version": __version__, "runtime": "LiteRT",
                                     "float32_weights_stored_as": "float16" if float16_weights else "float32",
-                                    "int8": "dynamic-range quantization: int8 weights, activations quantized per batch"})
+                                    "int8": "dynamic-range quantization: int8 weights, each crop's activations quantized as they come"})
     exported.pop("measured", None)   # accuracies are measured again on the exported networks (`fercli eval --record`)
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
         for precision, options in variants.items():
@@ -149,7 +149,7 @@ def export_lite(keras_path: str | os.PathLike, out: str | os.PathLike) -> dict:
                 archive.write(temp, f"{precision}.tflite")
             finally:
                 temp.unlink(missing_ok=True)
-        archive.writestr("fercli.json", json.dumps(exported, indent=2))
+        archive.writestr(METADATA_MEMBER, json.dumps(exported, indent=2))
     os.replace(partial, out)
     return exported
 

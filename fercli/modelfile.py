@@ -176,10 +176,6 @@ def shipped_model_names() -> list[str]:
     return sorted(names, key=lambda name: (name != DEFAULT_MODEL, name))
 
 
-def shipped_models() -> list[Path]:
-    """The file each shipped model runs from (the .lite file where there is one)."""
-    return [resolve_model_path(name) for name in shipped_model_names()]
-
 
 def update_metadata(path: str | os.PathLike, **changes) -> None:
     """Rewrite a model file's metadata (e.g. to record a measured accuracy)."""

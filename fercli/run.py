@@ -41,6 +41,20 @@ class RunStats:
     bad_frames: list[int] = field(default_factory=list)           # video frames that did not decode
     wall_s: float = 0.0
 
+    def count(self, item, faces, on_error=None) -> None:
+        """A finished item's faces, or its failure (said through `on_error`)."""
+        if item.error is None:
+            self.faces += len(faces)
+            self.emotions.update(faces.emotions)
+        elif item.frame is not None and item.image is None:
+            self.bad_frames.append(item.frame)
+            if on_error:
+                on_error(item.source, f"frame {item.frame} unreadable, skipped (the previous frame stands at its time)")
+        else:
+            self.failed.append((item.source, item.error))
+            if on_error:
+                on_error(item.source, item.error)
+
 
 def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_error=None, progress: bool = False,
         total: int | None = None, desc: str = "images", max_items: int | None = None,
@@ -82,17 +96,7 @@ def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_err
         except FAILURES as exc:
             item.error = reason(exc)
         records.write(item, faces)
-        if item.error is None:
-            stats.faces += len(faces)
-            stats.emotions.update(faces.emotions)
-        elif item.frame is not None and item.image is None:
-            stats.bad_frames.append(item.frame)
-            if on_error:
-                on_error(item.source, f"frame {item.frame} unreadable, skipped (the previous frame stands at its time)")
-        else:
-            stats.failed.append((item.source, item.error))
-            if on_error:
-                on_error(item.source, item.error)
+        stats.count(item, faces, on_error)
 
     with tqdm(total=total or None, desc=desc[:30], unit="img" if desc == "images" else "frame",
               disable=not progress, file=sys.stderr) as bar:

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 _loaded = None
 
@@ -35,14 +35,16 @@ def interrupts_deferred(stderr: int = 2):
 
 
 @contextmanager
-def quietly():
-    """File descriptor 2 points at /dev/null meanwhile (TensorFlow's C++ logs)."""
+def quietly(defer_interrupts: bool = True):
+    """File descriptor 2 points at /dev/null meanwhile: what C and C++ code
+    (TensorFlow, LiteRT, Ray, libpng) prints there bypasses Python. With
+    `defer_interrupts`, Ctrl-C meanwhile ends the process (interrupts_deferred)."""
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        with interrupts_deferred(stderr=saved):
+        with interrupts_deferred(stderr=saved) if defer_interrupts else nullcontext():
             yield
     finally:
         os.dup2(saved, 2)

@@ -9,7 +9,8 @@ improves, the model with its metadata.
 Keras' own distribution API on the JAX backend (`keras.distribution.DataParallel`
 over `jax.distributed`): each process computes its share of every batch, the
 gradients are averaged across processes, the weights stay identical
-everywhere; process 0 writes the model, checkpoint and history.
+everywhere. Process 0 writes --out; every process keeps a checkpoint of the
+same weights (process i under <out>.process<i>/), to resume from its own disk.
 """
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def start_processes(coordinator: str | None, count: int | None, index: int | Non
     None: Keras reads KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and
     _PROCESS_ID) and make every model data-parallel over all their devices."""
     if os.environ.get("KERAS_BACKEND") != "jax":
-        raise UserError("--distributed trains on Keras' JAX backend: set KERAS_BACKEND=jax (fercli train does).")
+        raise UserError(f"--distributed trains on Keras' JAX backend; KERAS_BACKEND is {os.environ.get('KERAS_BACKEND')}.")
     keras = load_keras()
     import jax
 
