@@ -4,8 +4,37 @@ NumPy generator: a batch's augmentation depends only on
 the generator, whichever thread or backend computes it."""
 import math
 
+import cv2
 import numpy as np
 from keras import ops
+
+
+def photo_degrade(images: np.ndarray, rng: np.random.Generator, share: float = 0.5) -> np.ndarray:
+    """uint8 (B, S, S) -> uint8 (B, S, S): a random `share` of the faces spoilt
+    as photographs and video spoil them, each in one or more of these ways:
+    seen smaller and enlarged (a face of 16-40 px), out of focus, sensor
+    noise, JPEG blocks, a gamma (lighting) and a contrast change (make-up,
+    exposure). The rest stay as they are."""
+    out = images.copy()
+    size = images.shape[1]
+    for i in np.nonzero(rng.random(len(images)) < share)[0]:
+        face = out[i]
+        if rng.random() < 0.4:
+            small = int(rng.integers(16, 41))
+            face = cv2.resize(cv2.resize(face, (small, small), interpolation=cv2.INTER_AREA), (size, size),
+                              interpolation=cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC)
+        if rng.random() < 0.3:
+            face = cv2.GaussianBlur(face, (0, 0), rng.uniform(0.5, 1.5))
+        if rng.random() < 0.3:
+            face = np.clip(face + rng.normal(0, rng.uniform(3, 12), face.shape), 0, 255).astype(np.uint8)
+        if rng.random() < 0.3:
+            face = cv2.imdecode(cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 60))])[1],
+                                cv2.IMREAD_GRAYSCALE)
+        if rng.random() < 0.4:
+            gamma = np.exp(rng.uniform(-0.5, 0.5))
+            face = (255.0 * (face / 255.0) ** gamma).astype(np.uint8)
+        out[i] = face
+    return out
 
 
 def augment_batch(images, rng: np.random.Generator, max_rotation=15.0, max_shift=0.1, scale=(0.9, 1.1), erase_prob=0.5):

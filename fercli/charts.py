@@ -1,6 +1,11 @@
 """Charts drawn with matplotlib (Agg: no display needed). Each chart's data is
-also written as CSV by its caller, for users who plot themselves."""
+also written as CSV by its caller, for users who plot themselves. Every PNG is
+written whole to a side file and renamed over its path, so a killed run leaves
+the old chart or the new one."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +19,20 @@ def _pyplot():
     return plt
 
 
+def _save(figure, path) -> None:
+    """figure -> PNG at `path`, atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        figure.savefig(partial, dpi=100, format="png")
+        os.replace(partial, path)
+    finally:
+        plt.close(figure)
+        partial.unlink(missing_ok=True)
+
+
 def history_plot(history: dict[str, list[float]], path) -> None:
     """Loss and accuracy per epoch, training and validation, side by side."""
     plt = _pyplot()
@@ -25,8 +44,7 @@ def history_plot(history: dict[str, list[float]], path) -> None:
         axis.set(title=metric, xlabel="epoch")
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def confusion_plot(matrix: np.ndarray, classes: list[str], title: str, path) -> None:
@@ -45,8 +63,36 @@ def confusion_plot(matrix: np.ndarray, classes: list[str], title: str, path) -> 
     axis.set_yticks(range(len(classes)), classes)
     axis.set(xlabel="predicted", ylabel="true", title=title)
     figure.colorbar(image, ax=axis, label="share of the true class")
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, path)
+
+
+def reliability_plot(bins: list[dict], title: str, path) -> None:
+    """A reliability diagram: per bin of the top probability (`bins`: dicts of low,
+    high, n, confidence, accuracy as fercli.calibration.reliability_bins gives),
+    the accuracy of its faces as a bar against the diagonal (perfect calibration),
+    with the faces' mean confidence marked; below, how many faces each bin holds."""
+    plt = _pyplot()
+    figure, (axis, counts) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True, layout="constrained",
+                                          gridspec_kw={"height_ratios": [3, 1]})
+    filled = [b for b in bins if b["n"]]
+    low = np.array([b["low"] for b in filled])
+    width = np.array([b["high"] - b["low"] for b in filled])
+    accuracy = np.array([b["accuracy"] for b in filled])
+    confidence = np.array([b["confidence"] for b in filled])
+    axis.bar(low, accuracy, width=width, align="edge", color="tab:blue", edgecolor="white", label="accuracy")
+    axis.bar(low, confidence - accuracy, bottom=accuracy, width=width, align="edge", color="tab:red", alpha=0.3,
+             edgecolor="tab:red", hatch="//", label="gap to the mean confidence")
+    axis.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1, zorder=3, label="perfect calibration")
+    axis.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper left", fontsize=8)
+    n = np.array([b["n"] for b in bins])
+    bars = counts.bar([b["low"] for b in bins], n, width=[b["high"] - b["low"] for b in bins], align="edge",
+                      color="tab:grey", edgecolor="white")
+    counts.bar_label(bars, labels=[str(v) if v else "" for v in n], fontsize=7, padding=1)
+    counts.set(xlabel="confidence (top probability)", ylabel="faces", ylim=(0, max(int(n.max()) if len(n) else 0, 1) * 1.25))
+    counts.grid(alpha=0.3, axis="y")
+    _save(figure, path)
 
 
 def timeline_plot(tracks: dict, classes: list[str], colours: dict[str, str], path, max_tracks: int = 6) -> None:
@@ -66,5 +112,4 @@ def timeline_plot(tracks: dict, classes: list[str], colours: dict[str, str], pat
         axis.set(title=f"track {track}", xlabel="time (s)", ylabel="probability", ylim=(0, 1))
         axis.grid(alpha=0.3)
         axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, path)

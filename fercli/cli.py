@@ -67,6 +67,11 @@ def main(max_pixels):
 @click.option("--ema", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Keep an exponential moving average of the weights with this momentum (e.g. 0.999); validate and save it. 0: off.")
 @click.option("--init", default=None, help="Start from this model's weights (shipped name or file) with a fresh schedule: fine-tuning or a warm restart; its architecture replaces --arch.")
+@click.option("--photo", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of each batch spoilt as photographs spoil faces (seen small and enlarged, blur, noise, JPEG, lighting); "
+                   "with --teacher, the teacher sees the unspoilt face.")
+@click.option("--add", multiple=True, type=click.Path(), help="More labelled data trained on beside DATA (e.g. CK+; classes DATA lacks are "
+              "left out); validation stays DATA's. Repeatable.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out", default="models/model.keras", show_default=True, type=click.Path(dir_okay=False), help="Where to write the model.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint next to --out (after a kill).")
@@ -116,20 +121,26 @@ def train(data, out, resume, distributed, coordinator, num_processes, process_id
 @click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model).")
 @click.option("--split", default=None, help="Which split to score (fer2013.csv: PrivateTest by default, else PublicTest).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the scores as JSON here.")
-@click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for the confusion matrix CSV and PNG.")
+@click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for the confusion matrix and reliability diagram (CSV and PNG).")
+@click.option("--predictions", "predictions_path", type=click.Path(), default=None,
+              help="Write one CSV row per image here: source,label,predicted,confidence,p_<class>...")
 @click.option("--record", is_flag=True, help="Store the accuracy in the model file (per inference precision), for `fercli models`.")
-def eval_command(data, model_name, split, json_path, output, record):
-    """Score a model on labelled DATA: accuracy, per-class table, confusion matrix.
+def eval_command(data, model_name, split, json_path, output, predictions_path, record):
+    """Score a model on labelled DATA: accuracy, per-class table, confusion
+    matrix, and how well its probabilities are calibrated (ECE, NLL, Brier,
+    accuracy of the most confident faces, reliability diagram).
 
     \b
-    Example:  fercli eval ../shared/data/fer2013/val --json r.json
+    Example:  fercli eval ../shared/data/fer2013/val --json r.json --predictions p.csv
     """
     from fercli.evaluate import evaluate, write_json, write_reports
     from fercli.report import show_scores
 
-    result, model = evaluate(data, model_name, split, warn=warn)
+    result, model = evaluate(data, model_name, split, warn=warn, predictions=predictions_path)
     show_scores(result, model.name)
     written = write_reports(result, Path(output), f"eval_{model.name}")
+    if predictions_path:
+        written.append(Path(predictions_path))
     if json_path:
         write_json(result, Path(json_path))
         written.append(Path(json_path))
@@ -151,6 +162,8 @@ def skipped_and_exit(skipped: int) -> None:
 
 # The detector names repeat fercli.detect.DETECTORS so that --help need not import it (a test keeps them equal).
 DETECTOR_NAMES = ["centerface", "haar"]
+# Repeats fercli.quality.DEFAULT_MIN_QUALITY so that --help need not import it (a test keeps them equal).
+DEFAULT_MIN_QUALITY = 0.1
 
 
 def detector_options(command):
@@ -162,6 +175,11 @@ def detector_options(command):
         click.option("--min-face", default=None, type=click.IntRange(8), help="Smallest face side in pixels [default: 24 for centerface, 30 for haar]."),
         click.option("--min-score", default=0.25, show_default=True, type=click.FloatRange(0, 1), help="centerface: drop faces the detector scores lower."),
         click.option("--no-align", is_flag=True, help="Classify each face as boxed instead of turned upright by its eye line."),
+        click.option("--min-confidence", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+                     help="Faces whose top probability (calibrated) is under this get the emotion `uncertain`; their probabilities stay in the row."),
+        click.option("--min-quality", default=DEFAULT_MIN_QUALITY, show_default=True, type=click.FloatRange(0, 1),
+                     help="Faces whose quality (0-1: how likely the emotion is right, from confidence, size, sharpness, pose and detector score) "
+                          "is under this get the emotion `uncertain` too."),
         click.option("--cascade", type=click.Path(dir_okay=False), default=None, help="haar: cascade XML (default: the shipped frontal-face cascade)."),
         click.option("--scale-factor", default=1.1, show_default=True, type=click.FloatRange(1.0, min_open=True), help="haar: cascade pyramid step."),
         click.option("--min-neighbors", default=5, show_default=True, type=click.IntRange(0), help="haar: higher gives fewer, surer faces."),
@@ -394,9 +412,13 @@ def ensemble(models, out, tta, weights_dtype, val_data):
     click.echo(f"saved {out}: {len(models)} model(s) x {len(TTA_VIEWS[tta])} view(s) ({', '.join(TTA_VIEWS[tta])}), "
                f"{model.metadata['parameters']:,} parameters")
     if val_data:
+        from fercli.calibration import calibrate_model_file
+
+        entry, _ = calibrate_model_file(out, val_data, warn=warn)
         result, model = evaluate(val_data, out, warn=warn)
         record_accuracy(out, result, model.precision)
-        click.echo(f"accuracy on {result['data']}: {result['accuracy']:.2%} (n={result['n']})")
+        click.echo(f"accuracy on {result['data']}: {result['accuracy']:.2%} (n={result['n']}); calibrated there: "
+                   f"expected calibration error {entry['ece_before']:.2%} -> {entry['ece_after']:.2%}")
 
 
 @main.command("export")
@@ -430,6 +452,28 @@ def export(model, out, val_data):
         click.echo(f"{precision}: accuracy {result['accuracy']:.2%} on {result['data']} (n={result['n']}), recorded")
 
 
+@main.command("calibrate")
+@click.argument("model")
+@click.option("--val", "val_data", required=True, type=click.Path(), help="Labelled data to fit on: its val split, else all of it (e.g. fer2013/val).")
+@click.option("--split", default=None, help="Fit on this split of --val instead.")
+def calibrate_command(model, val_data, split):
+    """Make a model's confidence a probability: fit its calibration (a linear
+    map of the log-probabilities, by likelihood) on labelled data and store it
+    in the model file, and in the .keras or .lite file beside it that it was
+    exported from or to. `fercli train` and `fercli ensemble --val` do this
+    themselves.
+
+    \b
+    Example:  fercli calibrate models/mine.keras --val ../shared/data/fer2013/val
+    """
+    from fercli.calibration import calibrate_model_file
+
+    entry, written = calibrate_model_file(model, val_data, split, warn=warn)
+    click.echo(f"calibrated on {entry['data']} (n={entry['n']}): expected calibration error "
+               f"{entry['ece_before']:.2%} -> {entry['ece_after']:.2%}, negative log-likelihood "
+               f"{entry['nll_before']:.3f} -> {entry['nll_after']:.3f}; wrote {', '.join(str(p) for p in written)}")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (127.0.0.1: this machine only).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
@@ -440,7 +484,7 @@ def serve(host, port, model_name, max_upload_mb, **detector):
     """A local web page to drop images on, and a JSON API (needs the serve extra: pip install "fercli[serve]").
 
     \b
-    POST /api/predict (multipart form, field "file"; ?annotate=1, ?explain=1)
+    POST /api/predict (multipart form, field "file"; ?annotate=1, ?explain=1, ?min_confidence=P, ?min_quality=Q)
     returns the same records as predictions.csv / .jsonl.
     Example:  fercli serve --port 8000, then open http://127.0.0.1:8000/
     """

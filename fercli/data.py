@@ -67,6 +67,7 @@ class Dataset:
     classes: list[str]
     source: str = ""
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    sources: list[str] = field(default_factory=list)  # per image, where it was read (empty: not known)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,7 +76,8 @@ class Dataset:
         return np.bincount(self.labels, minlength=len(self.classes))
 
     def subset(self, index: np.ndarray) -> "Dataset":
-        return Dataset(self.images[index], self.labels[index], list(self.classes), self.source)
+        sources = np.asarray(self.sources, dtype=object)[index].tolist() if self.sources else []
+        return Dataset(self.images[index], self.labels[index], list(self.classes), self.source, sources=sources)
 
     def remap(self, classes: list[str]) -> "Dataset":
         """Relabel to another class order (e.g. a model's); every class must be known there."""
@@ -87,7 +89,7 @@ class Dataset:
                 f"the model's classes ({', '.join(classes)})."
             )
         table = np.array([lookup[c] for c in self.classes], dtype=np.int64)
-        return Dataset(self.images, table[self.labels], list(classes), self.source, self.skipped)
+        return Dataset(self.images, table[self.labels], list(classes), self.source, self.skipped, list(self.sources))
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -263,25 +265,27 @@ def read_class_folders(folder: str | os.PathLike, size: int = 48, warn=None) -> 
     names = [canonical_class(d.name) for d in class_dirs]
     if len(set(names)) != len(names):
         raise UserError(f"{folder} has two folders for the same class: {', '.join(d.name for d in class_dirs)}.")
-    images, labels, skipped = [], [], []
+    images, labels, skipped, sources = [], [], [], []
     for label, class_dir in enumerate(class_dirs):
         for path in _image_files(class_dir):
             try:
                 images.append(prepare_face(read_image_file(path), size))
                 labels.append(label)
+                sources.append(str(path))
             except ValueError as exc:
                 skipped.append((str(path), str(exc)))
                 if warn:
                     warn(str(path), str(exc))
     if not labels:
         raise UserError(f"{folder} holds no readable images.")
-    return Dataset(np.stack(images), np.array(labels, dtype=np.int64), names, str(folder), skipped)
+    return Dataset(np.stack(images), np.array(labels, dtype=np.int64), names, str(folder), skipped, sources)
 
 
 def read_fer2013_csv(path: str | os.PathLike, size: int = 48) -> dict[str, Dataset]:
-    """The challenge file `emotion,pixels,Usage` -> {"train"|"val"|"test": Dataset}."""
+    """The challenge file `emotion,pixels,Usage` -> {"train"|"val"|"test": Dataset}.
+    Each image's source is `<path>:<line>`, its line in the file (the header is line 1)."""
     path = Path(path)
-    rows: dict[str, tuple[list, list]] = {}
+    rows: dict[str, tuple[list, list, list]] = {}
     with open(path, newline="") as handle:
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
@@ -304,14 +308,16 @@ def read_fer2013_csv(path: str | os.PathLike, size: int = 48) -> dict[str, Datas
                 raise UserError(f"{path}, line {line_number}: not a valid 'emotion,pixels,Usage' row.") from None
             usage = row[usage_column].strip() if usage_column is not None and len(row) > usage_column else "Training"
             split = FER2013_USAGE_SPLIT.get(usage, usage.lower())
-            images, labels = rows.setdefault(split, ([], []))
+            images, labels, sources = rows.setdefault(split, ([], [], []))
             images.append(prepare_face(pixels.reshape(side, side), size))
             labels.append(label)
+            sources.append(f"{path}:{line_number}")
     if not rows:
         raise UserError(f"{path} has no data rows.")
     return {
-        split: Dataset(np.stack(images), np.array(labels, dtype=np.int64), list(FER2013_CSV_CLASSES), f"{path} [{split}]")
-        for split, (images, labels) in rows.items()
+        split: Dataset(np.stack(images), np.array(labels, dtype=np.int64), list(FER2013_CSV_CLASSES), f"{path} [{split}]",
+                       sources=sources)
+        for split, (images, labels, sources) in rows.items()
     }
 
 

@@ -1,8 +1,11 @@
-"""`fercli eval`: accuracy, per-class precision/recall/F1, confusion matrix."""
+"""`fercli eval`: accuracy, per-class precision/recall/F1, confusion matrix,
+calibration (fercli.calibration), and optionally every image's probabilities."""
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -51,35 +54,102 @@ def scores(labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dic
             "per_class": per_class, "confusion": confusion.tolist()}
 
 
+# Decimals of the probabilities everything is computed from (and --predictions writes):
+# the file then holds exactly the numbers eval's figures come from.
+PROBABILITY_DECIMALS = 6
+RELIABILITY_COLUMNS = ("low", "high", "n", "confidence", "accuracy")
+
+
 def evaluate(data_path: str, model_name: str | None, split: str | None = None, warn=None,
-             precision: str | None = None) -> tuple[dict, "LiteModel | EmotionModel"]:
-    """Scores of a model (a shipped name runs on the lean runtime) on labelled data."""
+             precision: str | None = None, predictions: str | os.PathLike | None = None) -> tuple[dict, "LiteModel | EmotionModel"]:
+    """Scores of a model (a shipped name runs on the lean runtime) on labelled data:
+    accuracy, per-class table, confusion matrix and calibration figures. With
+    `predictions`, every image's probabilities are also written there as CSV
+    (`write_predictions`)."""
+    from fercli.calibration import calibration_scores
     from fercli.modelfile import load_model
 
+    if predictions is not None:
+        check_predictions_path(Path(predictions), [data_path])
     model = load_model(model_name, precision)  # fail fast, before reading data
     data = pick_split(read_dataset(data_path, model.input_size, warn=warn), split)
     data = data.remap(model.classes)
-    probabilities = model.predict(data.images)
+    if predictions is not None:
+        check_predictions_path(Path(predictions), [data_path, model.path, *data.sources])
+    probabilities = np.round(np.asarray(model.predict(data.images), np.float64), PROBABILITY_DECIMALS)
     result = scores(data.labels, probabilities.argmax(axis=1), model.classes)
-    result.update(model=str(model.path), data=data.source, skipped=len(data.skipped))
+    result.update(model=str(model.path), data=data.source, skipped=len(data.skipped),
+                  calibration=calibration_scores(probabilities, data.labels))
+    if predictions is not None:
+        write_predictions(Path(predictions), data.sources, data.labels, probabilities, model.classes)
     return result, model
 
 
+def check_predictions_path(path: Path, inputs: list) -> None:
+    """Refuse a --predictions file that is a folder or one of the inputs (it would be overwritten)."""
+    if path.is_dir():
+        raise UserError(f"--predictions {path} is a folder; give a file name such as {path / 'predictions.csv'}.")
+    if not path.exists():  # a new file cannot be an input
+        return
+    target = os.stat(path)
+    for item in inputs:
+        try:
+            found = os.stat(item)
+        except (OSError, ValueError):  # e.g. a fer2013.csv row, "<csv>:<line>": its file is among the inputs
+            continue
+        if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+            raise UserError(f"--predictions {path} is one of the inputs ({item}); give another file name.")
+
+
+def write_predictions(path: Path, sources: list[str], labels: np.ndarray, probabilities: np.ndarray,
+                      classes: list[str]) -> None:
+    """One row per image: source,label,predicted,confidence,p_<class>... (the model's
+    class order), written whole to a side file and renamed over `path`."""
+    from fercli.sinks import write_text_atomically
+
+    if len(sources) != len(labels):  # a Dataset built without sources
+        sources = [""] * len(labels)
+    predicted = probabilities.argmax(axis=1)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["source", "label", "predicted", "confidence", *(f"p_{c}" for c in classes)])
+    number = f"{{:.{PROBABILITY_DECIMALS}f}}".format
+    for source, label, top, row in zip(sources, labels, predicted, probabilities):
+        writer.writerow([source, classes[label], classes[top], number(row[top]), *map(number, row)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, text.getvalue())
+
+
+def _csv_text(rows: list[list]) -> str:
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    return text.getvalue()
+
+
 def write_reports(result: dict, out_dir: Path, stem: str) -> list[Path]:
-    """Confusion matrix as CSV and PNG under out_dir."""
-    from fercli.charts import confusion_plot
+    """Confusion matrix and reliability diagram, each as CSV and PNG, under out_dir."""
+    from fercli.charts import confusion_plot, reliability_plot
+    from fercli.sinks import write_text_atomically
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out_dir / f"{stem}.confusion.csv", out_dir / f"{stem}.confusion.png"
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["true \\ predicted", *result["classes"]])
-        for name, row in zip(result["classes"], result["confusion"]):
-            writer.writerow([name, *row])
+    write_text_atomically(csv_path, _csv_text([["true \\ predicted", *result["classes"]]]
+                                              + [[name, *row] for name, row in zip(result["classes"], result["confusion"])]))
     confusion_plot(np.array(result["confusion"]), result["classes"], f"accuracy {result['accuracy']:.2%} (n={result['n']})", png_path)
-    return [csv_path, png_path]
+    written = [csv_path, png_path]
+    calibration = result.get("calibration")
+    if calibration:
+        bins = calibration["reliability"]
+        bins_csv, bins_png = out_dir / f"{stem}.reliability.csv", out_dir / f"{stem}.reliability.png"
+        write_text_atomically(bins_csv, _csv_text([list(RELIABILITY_COLUMNS)]
+                                                  + [["" if b[k] is None else b[k] for k in RELIABILITY_COLUMNS] for b in bins]))
+        reliability_plot(bins, f"expected calibration error {calibration['ece']:.2%} (n={result['n']})", bins_png)
+        written += [bins_csv, bins_png]
+    return written
 
 
 def write_json(result: dict, path: Path) -> None:
+    from fercli.sinks import write_text_atomically
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    write_text_atomically(path, json.dumps(result, indent=2))

@@ -39,8 +39,11 @@ class EmotionModel:
     def name(self) -> str:
         return self.path.stem
 
-    def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """uint8 (N, S, S) prepared crops -> float32 (N, classes) probabilities."""
+    def predict(self, faces: np.ndarray, batch_size: int = 256, calibrated: bool = True) -> np.ndarray:
+        """uint8 (N, S, S) prepared crops -> float32 (N, classes) probabilities,
+        calibrated by the file's calibration unless `calibrated` is False."""
+        from fercli.calibration import calibrate
+
         if len(faces) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         out = []
@@ -49,7 +52,8 @@ class EmotionModel:
             # bfloat16 pays a cast per call: below 4 crops float32 is faster (benchmarks/bench_models.py)
             forward = self._forward_bfloat16 if self._forward_bfloat16 and len(batch) >= 4 else self._forward_float32
             out.append(forward(batch).numpy())
-        return np.concatenate(out)
+        raw = np.concatenate(out)
+        return calibrate(raw, self.metadata.get("calibration")) if calibrated else raw
 
 
 PRECISIONS = ("float32", "bfloat16")

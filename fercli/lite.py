@@ -97,8 +97,11 @@ class LiteModel:
             self._interpreters[batch] = (interpreter, source, interpreter.get_output_details()[0]["index"])
         return self._interpreters[batch]
 
-    def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZES[-1]) -> np.ndarray:
-        """uint8 (N, S, S) prepared crops -> float32 (N, classes) probabilities."""
+    def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZES[-1], calibrated: bool = True) -> np.ndarray:
+        """uint8 (N, S, S) prepared crops -> float32 (N, classes) probabilities,
+        calibrated by the file's calibration unless `calibrated` is False."""
+        from fercli.calibration import calibrate
+
         out = []
         for start in range(0, len(faces), batch_size):
             batch = faces[start:start + batch_size].astype(np.float32)[..., None]
@@ -109,7 +112,8 @@ class LiteModel:
             interpreter.set_tensor(source, batch)
             interpreter.invoke()
             out.append(interpreter.get_tensor(result)[:min(batch_size, len(faces) - start)].copy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+        raw = np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+        return calibrate(raw, self.metadata.get("calibration")) if calibrated else raw
 
 
 def export_lite(keras_path: str | os.PathLike, out: str | os.PathLike) -> dict:

@@ -15,7 +15,9 @@ import threading
 import numpy as np
 
 from fercli.data import face_crop, to_gray
+from fercli.errors import UserError
 from fercli.faces import Faces
+from fercli.quality import DEFAULT_MIN_QUALITY, head_pose, quality, quality_features, sharpness
 
 
 class Analyzer:
@@ -25,10 +27,14 @@ class Analyzer:
     object; `detector_options` go to it (min_face, min_score, detect_scale;
     cascade, scale_factor, min_neighbors for haar). `align`: turn each face
     upright by its eye line before classifying it (detectors with landmarks).
+    `min_confidence`, `min_quality`: faces under either get the emotion
+    `uncertain` (fercli.faces.UNCERTAIN; their probabilities are kept); the
+    quality default (0.1) marks the detector's smaller, lower-scored false boxes.
     `analyze` may be called from several threads: calls take turns on `lock`
     (re-entrant, for callers that need several steps in one turn)."""
 
-    def __init__(self, model=None, detector=None, align: bool = True, **detector_options):
+    def __init__(self, model=None, detector=None, align: bool = True, min_confidence: float = 0.0,
+                 min_quality: float = DEFAULT_MIN_QUALITY, **detector_options):
         from fercli.detect import DEFAULT_DETECTOR, make_detector
         from fercli.modelfile import load_model
 
@@ -38,6 +44,10 @@ class Analyzer:
             detector = make_detector(detector or DEFAULT_DETECTOR, **detector_options)
         self.detector = detector
         self.align = align
+        for name, value in (("min_confidence", min_confidence), ("min_quality", min_quality)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise UserError(f"{name} must lie between 0 and 1 (got {value}).")
+        self.min_confidence, self.min_quality = float(min_confidence), float(min_quality)
         self.lock = threading.RLock()
 
     @property
@@ -56,9 +66,17 @@ class Analyzer:
         """One forward pass for the faces of several images or frames (full
         batches for the classifier); [(image, faces)] -> the faces classified."""
         crops = [self.crops(image, faces) for image, faces in detected if len(faces)]
-        probabilities = self.model.predict(np.concatenate(crops)) if crops else np.zeros((0, len(self.classes)), np.float32)
+        crops = np.concatenate(crops) if crops else np.zeros((0, self.model.input_size, self.model.input_size), np.uint8)
+        probabilities = self.model.predict(crops) if len(crops) else np.zeros((0, len(self.classes)), np.float32)
+        everyone = Faces.concatenate([faces for _, faces in detected]) if detected else Faces.empty()
+        sharp, poses = sharpness(crops), head_pose(everyone.landmarks)
+        trust = quality(quality_features(probabilities.max(axis=1) if len(crops) else np.zeros(0), everyone.sizes,
+                                         sharp, poses, everyone.scores))
         ends = np.cumsum([len(faces) for _, faces in detected])
-        return [faces.classified(probabilities[end - len(faces):end], self.classes) for (_, faces), end in zip(detected, ends)]
+        return [faces.classified(probabilities[end - len(faces):end], self.classes, sharpness=sharp[end - len(faces):end],
+                                 poses=poses[end - len(faces):end], quality=trust[end - len(faces):end],
+                                 min_confidence=self.min_confidence, min_quality=self.min_quality)
+                for (_, faces), end in zip(detected, ends)]
 
     def crops(self, image: np.ndarray, faces: Faces) -> np.ndarray:
         """The model's input for each face: uint8 (N, S, S), upright where the

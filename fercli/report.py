@@ -69,6 +69,20 @@ def show_scores(result: dict, model_name: str) -> None:
     for name, row in zip(result["classes"], result["confusion"]):
         matrix.add_row(name, *map(str, row))
     out.print(matrix)
+    calibration = result.get("calibration")
+    if calibration:
+        figures = Table(title="calibration: can the confidence be trusted?", show_header=False)
+        figures.add_column(justify="left")
+        figures.add_column(justify="right")
+        figures.add_column(justify="left", style="dim")
+        figures.add_row("expected calibration error", f"{calibration['ece']:.2%}", "confidence vs accuracy; 0 is ideal")
+        figures.add_row("mean confidence", f"{calibration['mean_confidence']:.1%}", f"accuracy {result['accuracy']:.1%}")
+        figures.add_row("negative log-likelihood", f"{calibration['nll']:.3f}", "lower is better")
+        figures.add_row("Brier score", f"{calibration['brier']:.3f}", "lower is better")
+        for share, accuracy in calibration["selective_accuracy"].items():
+            if share != "100%":
+                figures.add_row(f"most confident {share}", f"{accuracy:.1%}", "their accuracy")
+        out.print(figures)
 
 
 def show_models(measure: bool = True) -> None:
@@ -79,9 +93,10 @@ def show_models(measure: bool = True) -> None:
     from fercli.modelfile import load_model, read_metadata, recorded_accuracy, shipped_model_names
 
     table = Table(title="shipped models (use with --model NAME)",
-                  caption="accuracy: measured with `fercli eval` on the data named, in the precision this machine runs")
-    for column in ("name", "precision", "accuracy", "on data", "crops/s", "params", "classes"):
-        table.add_column(column, justify="right" if column in ("accuracy", "crops/s", "params") else "left",
+                  caption="accuracy: measured with `fercli eval` on the data named, in the precision this machine runs; "
+                          "ECE: expected calibration error of the confidence where the calibration was fitted")
+    for column in ("name", "precision", "accuracy", "on data", "ECE", "crops/s", "params", "classes"):
+        table.add_column(column, justify="right" if column in ("accuracy", "ECE", "crops/s", "params") else "left",
                          no_wrap=column in ("name", "precision"))
     class_sets: dict[tuple, list[str]] = {}  # class lists below the table: too wide for a column
     for name in shipped_model_names():
@@ -89,8 +104,10 @@ def show_models(measure: bool = True) -> None:
         meta = read_metadata(model.path)
         speed = "" if not measure else f"{measure_crops_per_s(model):,.0f}"
         accuracy, data = recorded_accuracy(meta, model.precision)
+        calibration = meta.get("calibration")
+        calibrated = f"{calibration['ece_after']:.1%}" if calibration else "uncalibrated"
         table.add_row(name, model.precision, f"{accuracy:.2%}" if accuracy is not None else "-",
-                      "/".join(Path(data).parts[-2:]), speed, f"{meta.get('parameters', 0) / 1e6:.2f}M",
+                      "/".join(Path(data).parts[-2:]), calibrated, speed, f"{meta.get('parameters', 0) / 1e6:.2f}M",
                       str(len(meta["classes"])))
         class_sets.setdefault(tuple(meta["classes"]), []).append(name)
     out = console()

@@ -1,4 +1,5 @@
 """Where shipped files live (fercli/<name> when installed, <checkout>/<name> in a source tree), and how many threads to run."""
+import os
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -17,3 +18,19 @@ def cpu_threads() -> int:
     if os.environ.get("FERCLI_THREADS", "").isdigit() and int(os.environ["FERCLI_THREADS"]) > 0:
         return int(os.environ["FERCLI_THREADS"])
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_features() -> str:
+    """The CPU's model and the vector instruction sets that decide inference speed, for benchmark output."""
+    import platform
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    named = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
+             "avx512_bf16": "AVX512-BF16", "amx_tile": "AMX"}
+    present = [label for flag, label in named.items() if flag in flags]
+    return f"{model}, {os.cpu_count()} CPUs: " + (", ".join(present) or "no AVX2") + ("" if "avx512f" in flags else " (no AVX-512)")

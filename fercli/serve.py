@@ -10,6 +10,7 @@ Uploads are decoded in memory; nothing from a request touches the file system.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -51,6 +52,19 @@ def create_app(analyzer, max_upload_mb: float = 20.0):
     def flag(name: str) -> bool:
         return request.args.get(name, "0").lower() in ("1", "true", "yes", "on")
 
+    def threshold(name: str, default: float) -> float:
+        """?min_confidence= / ?min_quality= for this request, else the server's setting."""
+        text = request.args.get(name)
+        if text is None:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"{name} must be a number between 0 and 1 (got {text!r}).")
+        return value
+
     @app.get("/")
     def page():
         return PAGE.read_text(encoding="utf-8"), 200, {"Content-Type": "text/html; charset=utf-8"}
@@ -70,8 +84,10 @@ def create_app(analyzer, max_upload_mb: float = 20.0):
             image = decode_image(raw)
         except ValueError as exc:
             return jsonify(error=f"{name}: {exc}"), 400
+        thresholds = {"min_confidence": threshold("min_confidence", analyzer.min_confidence),
+                      "min_quality": threshold("min_quality", analyzer.min_quality)}
         with analyzer.lock:  # the detector and the explainer are shared by all requests
-            faces = analyzer.analyze(image)
+            faces = replace(analyzer.analyze(image), **thresholds)
             body = {"source": name, "width": int(image.shape[1]), "height": int(image.shape[0]),
                     "classes": analyzer.classes, "model": analyzer.model.name,
                     "records": [{c: r.get(c) for c in columns} for r in records_for(name, faces, analyzer.classes)]}

@@ -33,16 +33,26 @@ STATUS_OK, STATUS_NO_FACE = "ok", "no_face"
 # After `status`, so that the columns before it keep their places: the detector's
 # score, then x and y of each landmark (empty where the detector gives none).
 DETECTOR_COLUMNS = ["score"] + [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in "xy"]
+# Then how far to trust the emotion (fercli.quality): the face's side in pixels,
+# the crop's sharpness, the head pose in degrees (empty without landmarks), quality 0-1.
+RELIABILITY_COLUMNS = ["size_px", "sharpness", "yaw", "pitch", "roll", "quality"]
 
 
 def columns_for(classes: list[str], video: bool = False) -> list[str]:
     return (["source", "frame", "time_s"] + (["track"] if video else []) + ["face", "x", "y", "w", "h", "emotion", "confidence"]
-            + [f"p_{c}" for c in classes] + ["status"] + DETECTOR_COLUMNS)
+            + [f"p_{c}" for c in classes] + ["status"] + DETECTOR_COLUMNS + RELIABILITY_COLUMNS)
+
+
+def _rounded(value, digits: int):
+    return None if value is None else round(value, digits)
 
 
 def _detector_fields(face) -> dict:
     points = [round(v, 1) for point in face.landmarks for v in point] if face.landmarks else [None] * 10
-    return {"score": None if face.score is None else round(face.score, 4), **dict(zip(DETECTOR_COLUMNS[1:], points))}
+    pose = [round(v, 1) for v in face.pose] if face.pose else [None] * 3
+    return {"score": _rounded(face.score, 4), **dict(zip(DETECTOR_COLUMNS[1:], points)),
+            "size_px": face.size, "sharpness": _rounded(face.sharpness, 3), **dict(zip(("yaw", "pitch", "roll"), pose)),
+            "quality": _rounded(face.quality, 4)}
 
 
 def records_for(source: str, faces, classes: list[str], status: str | None = None, frame: int | None = None,

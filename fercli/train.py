@@ -53,6 +53,8 @@ class TrainConfig:
     distill_weight: float = 0.7
     ema: float = 0.0
     init: str | None = None
+    photo: float = 0.0                      # share of each batch spoilt as photographs (augment.photo_degrade)
+    add: tuple[str, ...] = ()               # more labelled data sets trained on beside DATA's train split
 
 
 def class_weights(counts: np.ndarray, mode: str) -> np.ndarray:
@@ -118,7 +120,7 @@ def _training_batches(train: Dataset, cfg: TrainConfig, weights: np.ndarray, tea
     batch is dropped, so all take the same number of steps."""
     keras = load_keras()
 
-    from fercli.augment import augment_batch
+    from fercli.augment import augment_batch, photo_degrade
 
     one_hot = np.eye(len(train.classes), dtype=np.float32)
     teacher_lock = threading.Lock()
@@ -139,13 +141,17 @@ def _training_batches(train: Dataset, cfg: TrainConfig, weights: np.ndarray, tea
             chosen = self.order[index * cfg.batch_size:(index + 1) * cfg.batch_size][processes.index::processes.count]
             labels = train.labels[chosen]
             rng = np.random.default_rng([cfg.seed, self.epoch, index] + ([processes.index] if processes.count > 1 else []))
-            images = augment_batch(train.images[chosen], rng)
+            images = keras.ops.convert_to_numpy(augment_batch(train.images[chosen], rng))
             target = one_hot[labels]
             if teacher is not None:
                 with teacher_lock:  # one call at a time: Keras' JAX backend reuses the model's buffers
                     taught = teacher.predict_on_batch(images)  # compiled for the backend, returns NumPy
-                target = (1 - cfg.distill_weight) * target + cfg.distill_weight * taught
-            return keras.ops.convert_to_numpy(images), target, weights[labels]
+                target = (1 - cfg.distill_weight) * target + cfg.distill_weight * np.asarray(taught)
+            if cfg.photo > 0:
+                # After the teacher: it sees the face as augmented, the student the same face spoilt as a photograph.
+                spoilt = photo_degrade(np.round(images[..., 0]).astype(np.uint8), rng, cfg.photo)
+                images = spoilt[..., None].astype(np.float32)
+            return images, target, weights[labels]
 
         def on_epoch_end(self):
             self.epoch += 1
@@ -299,6 +305,8 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if state["epoch"] >= cfg.epochs:
         echo(f"{out}: all {cfg.epochs} epochs already done")
+        if processes.lead:
+            _calibrate_saved(out, val)
         return state
     teacher = None
     if cfg.teacher:
@@ -326,7 +334,27 @@ def train_one(train: Dataset, val: Dataset | None, cfg: TrainConfig, out: Path, 
         callbacks.insert(0, swap)
     model.fit(_training_batches(train, cfg, weights, teacher, state["epoch"], processes), validation_data=validation, validation_batch_size=256,
               epochs=cfg.epochs, initial_epoch=state["epoch"], callbacks=callbacks, verbose=0)
+    if processes.lead:
+        _calibrate_saved(out, val)
     return state
+
+
+def _calibrate_saved(out: Path, val: Dataset | None) -> None:
+    """Fit the saved model's calibration on the validation split (fercli.calibration)
+    and store it in the file; without validation images of two classes it stays uncalibrated."""
+    from fercli.calibration import fitted_calibration
+    from fercli.modelfile import load_keras_model, read_metadata, update_metadata
+
+    if val is None or len(np.unique(val.labels)) < 2 or not out.is_file() or read_metadata(out).get("calibration"):
+        return
+    keras = load_keras()
+    shared = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)   # this process alone, on its own devices (--distributed)
+    try:
+        raw = load_keras_model(out).predict(val.images[..., None].astype(np.float32), batch_size=256, verbose=0)
+    finally:
+        keras.distribution.set_distribution(shared)
+    update_metadata(out, calibration=dict(fitted_calibration(np.asarray(raw), val.labels, val.source), split="val"))
 
 
 def run_training(data_path: str, cfg: TrainConfig, out: Path, resume: bool, echo=print, warn=None,
@@ -356,11 +384,34 @@ def run_training(data_path: str, cfg: TrainConfig, out: Path, resume: bool, echo
     if cfg.folds and cfg.folds > 1:
         return _cross_validate(splits, cfg, out, resume, echo)
     train, val, note = choose_splits(splits, cfg)
+    if cfg.add:
+        train, note = with_added_data(train, cfg, note, echo, warn)
     counts = ", ".join(f"{c} {n}" for c, n in zip(train.classes, train.counts()))
     echo(f"training on {len(train)} images ({counts}); validation: {len(val) if val is not None else 0} images ({note})")
     state = train_one(train, val, cfg, out, resume, note, echo, processes)
     return {"model": str(out), "best_val_accuracy": state.get("best"), "best_epoch": state.get("best_epoch"),
             "epochs": state["epoch"], "wall_s": state.get("wall_s"), "skipped": skipped}
+
+
+def with_added_data(train: Dataset, cfg: TrainConfig, note: str, echo, warn) -> tuple[Dataset, str]:
+    """The training split with every image of the --add data sets whose class
+    the main data has (others left out, and said); validation stays DATA's."""
+    parts, added = [train], []
+    for path in cfg.add:
+        for name, extra in read_dataset(path, cfg.img_size, warn=warn).items():
+            known = [c for c in extra.classes if c in train.classes]
+            dropped = [c for c in extra.classes if c not in train.classes]
+            if not known:
+                raise UserError(f"--add {path} has no class of the training data ({', '.join(train.classes)}).")
+            keep = np.isin(extra.labels, [extra.classes.index(c) for c in known])
+            table = np.array([train.classes.index(c) if c in train.classes else -1 for c in extra.classes])
+            parts.append(Dataset(extra.images[keep], table[extra.labels[keep]], list(train.classes), extra.source))
+            added.append(f"{int(keep.sum())} from {path}" + (f" ({name})" if name != "all" else "")
+                         + (f", without {', '.join(dropped)}" if dropped else ""))
+    echo("added to training: " + "; ".join(added))
+    merged = Dataset(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
+                     list(train.classes), train.source + " + " + " + ".join(cfg.add))
+    return merged, note + "; added to training: " + "; ".join(added)
 
 
 def _cross_validate(splits: dict[str, Dataset], cfg: TrainConfig, out: Path, resume: bool, echo) -> dict:

@@ -64,7 +64,11 @@ def test_eval_json_matches_the_model(tiny_model, fer_sample, tmp_path):
     from fercli.data import read_class_folders
     from fercli.modelfile import load_keras_model
     data = read_class_folders(fer_sample / "val")
-    predicted = load_keras_model(tiny_model).predict(data.images[..., None].astype("float32"), verbose=0).argmax(axis=1)
+    raw = load_keras_model(tiny_model).predict(data.images[..., None].astype("float32"), verbose=0)
+    # training fitted the file's calibration on its validation split; eval applies it
+    from fercli.calibration import calibrate
+    from fercli.modelfile import read_metadata as metadata_of
+    predicted = calibrate(raw, metadata_of(tiny_model)["calibration"]).argmax(axis=1)
     assert report["accuracy"] == pytest.approx(float(np.mean(predicted == data.labels)), abs=2 / 105)
     assert "precision" in result.output and (tmp_path / "eval_tiny.confusion.png").stat().st_size > 1000
     assert (tmp_path / "eval_tiny.confusion.csv").read_text().startswith("true \\ predicted,angry")
@@ -233,16 +237,18 @@ def test_ensemble_averages_members_and_mirror_images(tiny_model, fer_sample, tmp
     assert result.exit_code == 0, result.output + result.stderr
     from fercli.data import read_class_folders
     data = read_class_folders(fer_sample / "val")
-    member = EmotionModel(tiny_model).predict(data.images)
-    mirrored = EmotionModel(tiny_model).predict(data.images[:, :, ::-1].copy())
+    # the network averages the members' raw probabilities; the ensemble's own calibration (fitted on --val) comes after
+    member = EmotionModel(tiny_model).predict(data.images, calibrated=False)
+    mirrored = EmotionModel(tiny_model).predict(data.images[:, :, ::-1].copy(), calibrated=False)
     combined = EmotionModel(tmp_path / "ens.keras")
-    np.testing.assert_allclose(combined.predict(data.images), (member + mirrored) / 2, atol=1e-5)
+    np.testing.assert_allclose(combined.predict(data.images, calibrated=False), (member + mirrored) / 2, atol=1e-5)
     meta = combined.metadata
     assert meta["ensemble"]["tta"] == ["image", "mirror"] and len(meta["ensemble"]["members"]) == 2
     # training records stay with each member instead of the first member's passing as the ensemble's
     assert "config" not in meta and meta["classes"] == EmotionModel(tiny_model).classes
     assert meta["ensemble"]["members"][0]["config"] == read_metadata(tiny_model)["config"]
-    assert meta["val_accuracy"] == pytest.approx(float(np.mean(((member + mirrored) / 2).argmax(1) == data.labels)))
+    assert meta["calibration"]["n"] == len(data.labels)
+    assert meta["val_accuracy"] == pytest.approx(float(np.mean(combined.predict(data.images).argmax(1) == data.labels)))
 
 
 def test_ensemble_options_offer_what_the_model_module_builds():
@@ -284,7 +290,7 @@ def test_zoom_test_time_views(tiny_model, fer_sample, tmp_path):
     for tta, names in {"flip-zoom": ["image", "mirror", "zoom", "zoom+mirror"], "zoom-mirror": ["image", "zoom+mirror"]}.items():
         result = run("ensemble", tiny_model, "--tta", tta, "--out", tmp_path / f"{tta}.keras")
         assert result.exit_code == 0, result.output + result.stderr
-        expected = np.mean([member.predict(np.ascontiguousarray(views[name])) for name in names], axis=0)
+        expected = np.mean([member.predict(np.ascontiguousarray(views[name]), calibrated=False) for name in names], axis=0)
         combined = EmotionModel(tmp_path / f"{tta}.keras", precision="float32")
         np.testing.assert_allclose(combined.predict(images), expected, atol=1e-4)
         assert combined.metadata["ensemble"]["tta"] == names
