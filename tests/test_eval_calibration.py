@@ -217,3 +217,32 @@ def test_underconfident_and_right():
     assert expected_calibration_error(probabilities, labels) == pytest.approx(0.4)
     assert brier_score(probabilities, labels) == pytest.approx(2 * 0.4 ** 2)
     assert negative_log_likelihood(probabilities, labels) == pytest.approx(-math.log(0.6))
+
+
+def test_predictions_of_the_shipped_model_without_data_sets(tmp_path):
+    """On a clone without FER-2013: the shipped default (lean runtime) on a
+    labelled folder made here; the file's rows give eval's accuracy and ECE."""
+    import cv2
+
+    from tests.conftest import FIXTURE_FACE, write_image
+    from tests.scenes import FIXTURE_FACE_BOX
+
+    x, y, side = FIXTURE_FACE_BOX
+    face = cv2.imread(str(FIXTURE_FACE), cv2.IMREAD_GRAYSCALE)[y:y + side, x:x + side]
+    rng = np.random.default_rng(3)
+    for i in range(12):   # the smiling face, more or less spoilt, is happy; noise is labelled sad
+        spoilt = np.clip(cv2.GaussianBlur(face, (0, 0), 0.5 + i / 4) + rng.normal(0, 2 * i, face.shape), 0, 255)
+        write_image(tmp_path / "data" / "happy" / f"{i}.png", spoilt.astype(np.uint8))
+        write_image(tmp_path / "data" / "sad" / f"{i}.png", synthetic_faces(1, 48, seed=i)[0])
+    result = run("eval", tmp_path / "data", "--json", tmp_path / "r.json", "--predictions", tmp_path / "p.csv",
+                 "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    header, rows = read_rows(tmp_path / "p.csv")
+    assert header[:4] == ["source", "label", "predicted", "confidence"] and len(rows) == 24
+    correct = [r["label"] == r["predicted"] for r in rows]
+    assert sum(correct) / len(rows) == pytest.approx(report["accuracy"])
+    assert sum(r["label"] == r["predicted"] == "happy" for r in rows) >= 10
+    confidence = [float(r["confidence"]) for r in rows]
+    assert straightforward_ece(confidence, correct) == pytest.approx(report["calibration"]["ece"], abs=1e-4)
+    assert (tmp_path / "out" / "eval_default.reliability.png").stat().st_size > 1000
