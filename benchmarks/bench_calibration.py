@@ -53,10 +53,8 @@ def labelled_sets(model):
         data = read_class_folders(scenes.FER2013 / "val", model.input_size).remap(model.classes)
         sets.append(("FER-2013 PublicTest (fitted here)", data.images, data.labels))
     if CKPLUS.is_dir():
-        data = read_class_folders(CKPLUS, model.input_size)
-        keep = np.array([data.classes[label] in model.classes for label in data.labels])
-        index = np.array([model.classes.index(c) if c in model.classes else -1 for c in data.classes])
-        sets.append(("CK+ (927 crops, no contempt)", data.images[keep], index[data.labels[keep]]))
+        data, _ = read_class_folders(CKPLUS, model.input_size).within(model.classes)
+        sets.append(("CK+ (927 crops, no contempt)", data.images, data.labels))
     sets.extend(fixture_variants(model))
     return sets
 

@@ -79,6 +79,15 @@ class Dataset:
         sources = np.asarray(self.sources, dtype=object)[index].tolist() if self.sources else []
         return Dataset(self.images[index], self.labels[index], list(self.classes), self.source, sources=sources)
 
+    def within(self, classes: list[str]) -> tuple["Dataset", list[str]]:
+        """The images of the classes that `classes` has, relabelled to its order,
+        and the names of this data's classes it lacks (their images left out)."""
+        dropped = [c for c in self.classes if c not in classes]
+        keep = np.isin(self.labels, [i for i, c in enumerate(self.classes) if c in classes])
+        kept = self.subset(np.nonzero(keep)[0])
+        table = np.array([classes.index(c) if c in classes else -1 for c in self.classes], dtype=np.int64)
+        return Dataset(kept.images, table[kept.labels], list(classes), self.source, sources=kept.sources), dropped
+
     def remap(self, classes: list[str]) -> "Dataset":
         """Relabel to another class order (e.g. a model's); every class must be known there."""
         lookup = {c: i for i, c in enumerate(classes)}

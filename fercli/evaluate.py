@@ -2,8 +2,6 @@
 calibration (fercli.calibration), and optionally every image's probabilities."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from pathlib import Path
@@ -105,44 +103,36 @@ def write_predictions(path: Path, sources: list[str], labels: np.ndarray, probab
                       classes: list[str]) -> None:
     """One row per image: source,label,predicted,confidence,p_<class>... (the model's
     class order), written whole to a side file and renamed over `path`."""
-    from fercli.sinks import write_text_atomically
+    from fercli.sinks import write_csv_atomically
 
     if len(sources) != len(labels):  # a Dataset built without sources
         sources = [""] * len(labels)
-    predicted = probabilities.argmax(axis=1)
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["source", "label", "predicted", "confidence", *(f"p_{c}" for c in classes)])
     number = f"{{:.{PROBABILITY_DECIMALS}f}}".format
-    for source, label, top, row in zip(sources, labels, predicted, probabilities):
-        writer.writerow([source, classes[label], classes[top], number(row[top]), *map(number, row)])
+    rows = [["source", "label", "predicted", "confidence", *(f"p_{c}" for c in classes)]]
+    for source, label, row in zip(sources, labels, probabilities):
+        top = int(row.argmax())
+        rows.append([source, classes[label], classes[top], number(row[top]), *map(number, row)])
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(path, text.getvalue())
-
-
-def _csv_text(rows: list[list]) -> str:
-    text = io.StringIO()
-    csv.writer(text).writerows(rows)
-    return text.getvalue()
+    write_csv_atomically(path, rows)
 
 
 def write_reports(result: dict, out_dir: Path, stem: str) -> list[Path]:
     """Confusion matrix and reliability diagram, each as CSV and PNG, under out_dir."""
     from fercli.charts import confusion_plot, reliability_plot
-    from fercli.sinks import write_text_atomically
+    from fercli.sinks import write_csv_atomically
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out_dir / f"{stem}.confusion.csv", out_dir / f"{stem}.confusion.png"
-    write_text_atomically(csv_path, _csv_text([["true \\ predicted", *result["classes"]]]
-                                              + [[name, *row] for name, row in zip(result["classes"], result["confusion"])]))
+    write_csv_atomically(csv_path, [["true \\ predicted", *result["classes"]]]
+                         + [[name, *row] for name, row in zip(result["classes"], result["confusion"])])
     confusion_plot(np.array(result["confusion"]), result["classes"], f"accuracy {result['accuracy']:.2%} (n={result['n']})", png_path)
     written = [csv_path, png_path]
     calibration = result.get("calibration")
     if calibration:
         bins = calibration["reliability"]
         bins_csv, bins_png = out_dir / f"{stem}.reliability.csv", out_dir / f"{stem}.reliability.png"
-        write_text_atomically(bins_csv, _csv_text([list(RELIABILITY_COLUMNS)]
-                                                  + [["" if b[k] is None else b[k] for k in RELIABILITY_COLUMNS] for b in bins]))
+        write_csv_atomically(bins_csv, [list(RELIABILITY_COLUMNS)]
+                             + [["" if b[k] is None else b[k] for k in RELIABILITY_COLUMNS] for b in bins])
         reliability_plot(bins, f"expected calibration error {calibration['ece']:.2%} (n={result['n']})", bins_png)
         written += [bins_csv, bins_png]
     return written

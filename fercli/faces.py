@@ -104,9 +104,12 @@ class Faces:
     @property
     def uncertain(self) -> np.ndarray:
         """True where the emotion is UNCERTAIN: confidence under min_confidence or quality under min_quality."""
-        below = self.confidences < self.min_confidence
+        return self._unsure(self.confidences, self.quality)
+
+    def _unsure(self, confidence, quality):
+        below = confidence < self.min_confidence
         if self.min_quality > 0:
-            below |= ~(self.quality >= self.min_quality)   # an unknown (NaN) quality counts as under
+            below = below | ~(quality >= self.min_quality)   # an unknown (NaN) quality counts as under
         return below
 
     @property
@@ -120,7 +123,8 @@ class Faces:
         best = int(np.argmax(probabilities)) if self.classes else 0
         points, pose = self.landmarks[i], self.poses[i]
         return Face(tuple(int(v) for v in self.boxes[i]),
-                    (UNCERTAIN if self.uncertain[i] else self.classes[best]) if self.classes else "", float(probabilities[best]) if self.classes else 0.0,
+                    (UNCERTAIN if self._unsure(probabilities[best], self.quality[i]) else self.classes[best])
+                    if self.classes else "", float(probabilities[best]) if self.classes else 0.0,
                     {c: float(p) for c, p in zip(self.classes, probabilities)},
                     track=int(self.tracks[i]) if self.tracks[i] >= 0 else None,
                     score=_number(self.scores[i]),

@@ -75,7 +75,7 @@ def write_text_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def _write_atomically(path: Path, rows: list[list]) -> None:
+def write_csv_atomically(path: Path, rows: list[list]) -> None:
     """A CSV written whole, as write_text_atomically does."""
     text = io.StringIO()
     csv.writer(text).writerows(rows)
@@ -165,7 +165,7 @@ class RecordSink(Sink):
         failed = {row[0] for row in rows if row[status].startswith("error")}
         kept = [row for row in rows if row[0] != last and row[0] not in failed]
         if len(kept) < len(rows):
-            _write_atomically(csv_path, [self.columns] + kept)
+            write_csv_atomically(csv_path, [self.columns] + kept)
             if jsonl_path and jsonl_path.is_file():
                 _drop_partial_last_line(jsonl_path)
                 sources = {row[0] for row in kept}

@@ -399,14 +399,11 @@ def with_added_data(train: Dataset, cfg: TrainConfig, note: str, echo, warn) -> 
     parts, added = [train], []
     for path in cfg.add:
         for name, extra in read_dataset(path, cfg.img_size, warn=warn).items():
-            known = [c for c in extra.classes if c in train.classes]
-            dropped = [c for c in extra.classes if c not in train.classes]
-            if not known:
+            kept, dropped = extra.within(train.classes)
+            if len(dropped) == len(extra.classes):
                 raise UserError(f"--add {path} has no class of the training data ({', '.join(train.classes)}).")
-            keep = np.isin(extra.labels, [extra.classes.index(c) for c in known])
-            table = np.array([train.classes.index(c) if c in train.classes else -1 for c in extra.classes])
-            parts.append(Dataset(extra.images[keep], table[extra.labels[keep]], list(train.classes), extra.source))
-            added.append(f"{int(keep.sum())} from {path}" + (f" ({name})" if name != "all" else "")
+            parts.append(kept)
+            added.append(f"{len(kept)} from {path}" + (f" ({name})" if name != "all" else "")
                          + (f", without {', '.join(dropped)}" if dropped else ""))
     echo("added to training: " + "; ".join(added))
     merged = Dataset(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
