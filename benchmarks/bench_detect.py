@@ -138,6 +138,9 @@ def main():
     parser.add_argument("--no-command", action="store_true", help="skip timing the whole `fercli predict` command")
     parser.add_argument("--fit-crop", action="store_true", help="refit the crop registration constants (needs FER-2013)")
     args = parser.parse_args()
+    from fercli.resources import cpu_features
+
+    print(f"CPU: {cpu_features()}")   # the figures below depend on its instruction sets
     if args.fit_crop:
         return fit_crop()
 

@@ -86,6 +86,9 @@ def main():
     parser.add_argument("--model", default=None, help="fercli model [default: the shipped default]")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    from fercli.resources import cpu_features
+
+    print(f"CPU: {cpu_features()}")   # the figures below depend on its instruction sets
 
     scratch = Path(tempfile.mkdtemp(prefix="fercli_bench_fer_"))
     try:

@@ -6,7 +6,7 @@ figure recorded in the model file).
 
     python benchmarks/bench_models.py [--data ../shared/data/fer2013/val] [--seconds 2] [--model NAME ...]
 
-Runtimes: LiteRT (the .lite file: int8 and float32; what predict, video,
+Runtimes: ONNX Runtime (the .lite file: int8 and float32; what predict, video,
 serve and eval run) and, where TensorFlow is installed, Keras (the .keras
 file: float32 and bfloat16). Generates its own crops and images; prints
 figures and asserts nothing (timings on shared machines are noisy)."""
@@ -38,7 +38,7 @@ def variants(name: str):
     path = resolve_model_path(name)
     if path.name.endswith(LITE_SUFFIX):
         for precision in LiteModel(path).metadata["precisions"]:
-            yield "LiteRT", precision, lambda p=precision: LiteModel(path, p)
+            yield "ONNX Runtime", precision, lambda p=precision: LiteModel(path, p)
     if tensorflow_available():
         try:
             keras_path = resolve_model_path(name, keras=True)
@@ -57,6 +57,9 @@ def main():
     parser.add_argument("--images", type=int, default=12, help="640x480 images for the whole-pipeline figure")
     parser.add_argument("--model", action="append", help="a shipped name or model file (repeatable) [default: the shipped models]")
     args = parser.parse_args()
+    from fercli.resources import cpu_features
+
+    print(f"CPU: {cpu_features()}")   # the figures below depend on its instruction sets
 
     from fercli.data import read_dataset
     from fercli.evaluate import pick_split, scores
@@ -68,7 +71,7 @@ def main():
     have_data = Path(args.data).is_dir()
     data = pick_split(read_dataset(args.data, 48), None) if have_data else None
     images = [scene_with_faces(1 + i % 2, size=(480, 640), face_side=140, seed=i)[0] for i in range(args.images)]
-    print(f"{'model':<9} {'runtime':<7} {'precision':<9} {'crops/s b1':>10} {'crops/s b64':>11} {'ms/640x480':>10} "
+    print(f"{'model':<9} {'runtime':<12} {'precision':<9} {'crops/s b1':>10} {'crops/s b64':>11} {'ms/640x480':>10} "
           f"{'PublicTest':>10}")
     for name in args.model or shipped_model_names():
         for runtime, precision, load in variants(name):
@@ -81,7 +84,7 @@ def main():
                 accuracy = f"({recorded:.2%})" if recorded is not None else "-"
             speeds = [measure_crops_per_s(model, batch, args.seconds) for batch in (1, 64)]
             pipeline_ms = ms_per_image(Analyzer(model), images)
-            print(f"{model.name:<9} {runtime:<7} {precision:<9} {speeds[0]:>10,.0f} {speeds[1]:>11,.0f} "
+            print(f"{model.name:<9} {runtime:<12} {precision:<9} {speeds[0]:>10,.0f} {speeds[1]:>11,.0f} "
                   f"{pipeline_ms:>10.1f} {accuracy:>10}", flush=True)
     if not have_data:
         print(f"(accuracy in brackets: recorded in the model file; {args.data} not found)")

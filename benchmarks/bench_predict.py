@@ -33,6 +33,9 @@ def main():
     parser.add_argument("--model", default=None)
     parser.add_argument("--images", type=int, default=40)
     args = parser.parse_args()
+    from fercli.resources import cpu_features
+
+    print(f"CPU: {cpu_features()}")   # the figures below depend on its instruction sets
 
     help_s = best_of(5, lambda: subprocess.run([sys.executable, "-m", "fercli", "--help"], capture_output=True, cwd=REPO))
     print(f"fercli --help: {help_s * 1000:.0f} ms (best of 5)")

@@ -46,6 +46,9 @@ def main():
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--cpus-per-worker", type=float, default=None)
     args = parser.parse_args()
+    from fercli.resources import cpu_features
+
+    print(f"CPU: {cpu_features()}")   # the figures below depend on its instruction sets
 
     from tests.conftest import scene_with_faces, write_image
 

@@ -80,6 +80,9 @@ def main():
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from fercli.resources import cpu_features
+
+    print(f"CPU: {cpu_features()}")   # the figures below depend on its instruction sets
     with tempfile.TemporaryDirectory(prefix="fercli_soak_") as tmp:
         tmp = Path(tmp)
         make_images(tmp / "in", args.images, args.seed)

@@ -21,6 +21,9 @@ def main():
     parser.add_argument("--model", default="default", help="shipped model name or .keras file")
     parser.add_argument("--detector", action="append", help="face detector (repeatable; default: centerface and haar)")
     args = parser.parse_args()
+    from fercli.resources import cpu_features
+
+    print(f"CPU: {cpu_features()}")   # the figures below depend on its instruction sets
     from tests.test_video import make_clip
 
     with tempfile.TemporaryDirectory(prefix="fercli_bench_video_") as tmp:

@@ -1,6 +1,6 @@
 """fercli: find faces, tell their emotions, train and evaluate emotion models.
 
-Python API (runs the shipped models on LiteRT, without TensorFlow):
+Python API (runs the shipped models on ONNX Runtime, without TensorFlow):
 
     from fercli import Analyzer
     faces = Analyzer().analyze(image)   # image: numpy array as cv2.imread gives; a Faces record

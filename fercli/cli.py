@@ -363,7 +363,7 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
     """
     from fercli.report import show_video_summary
     from fercli.sources import collect_videos
-    from fercli.video import detection_scaling, display_available, run_camera, run_videos
+    from fercli.video import VideoOptions, detection_scaling, display_available, run_camera, run_videos
 
     if detector["engine"] == "ray" and (camera is not None or show):
         raise UserError("--engine ray runs video files; the camera and --show run on the local engine.")
@@ -373,12 +373,13 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
     files = collect_videos(videos) if camera is None else []
     out = Path(output)
     analyzer = make_analyzer(model_name, **detection_scaling(detector["detector"], detect_scale), **detector)
-    common = dict(save_video=not no_video, jsonl=jsonl, on_error=warn, progress=not quiet, draw_landmarks=landmarks, codec=codec)
+    options = VideoOptions(every=every, smooth=smooth, show=show, save_video=not no_video, jsonl=jsonl,
+                           draw_landmarks=landmarks, codec=codec, max_frames=max_frames, progress=not quiet)
     if camera is not None:
-        report, summary = run_camera(camera, analyzer, out, every, smooth, show, max_frames, **common)
+        report, summary = run_camera(camera, analyzer, out, options, on_error=warn)
         show_video_summary([(report, summary)], out)
         sys.exit(0)
-    done, failed = run_videos(files, analyzer, out, every, smooth, show, **common)
+    done, failed = run_videos(files, analyzer, out, options, on_error=warn)
     show_video_summary(done, out)
     sys.exit(1 if failed else 0)
 
@@ -424,19 +425,23 @@ def ensemble(models, out, tta, weights_dtype, val_data):
 @main.command("export")
 @click.argument("model")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Where to write the .lite file [default: beside MODEL, NAME.lite].")
+@click.option("--calibration", "calibration_data", default=None, type=click.Path(),
+              help="Labelled or unlabelled face crops whose activation ranges the int8 network is quantized with "
+                   "[default: the model's training data, where it still is; else --val].")
 @click.option("--val", "val_data", default=None, type=click.Path(), help="Labelled data to measure (and record) each precision's accuracy on, e.g. fer2013/val.")
-def export(model, out, val_data):
+def export(model, out, calibration_data, val_data):
     """Export a Keras model (a .keras file or a shipped name) for the lean
-    runtime: one .lite file with a float32 and an int8 LiteRT network, which
-    predict, video, serve and eval run without TensorFlow (--model FILE.lite).
-    Needs TensorFlow (pip install "fercli[train]").
+    runtime: one .lite file with a float32 and an int8 ONNX network, which
+    predict, video, serve and eval run on ONNX Runtime without TensorFlow
+    (--model FILE.lite). Needs TensorFlow (pip install "fercli[train]").
 
     \b
     Example:  fercli export models/mine.keras --val ../shared/data/fer2013/val
     """
+    from fercli.data import read_dataset
     from fercli.evaluate import evaluate
-    from fercli.lite import LITE_SUFFIX, LITE_PRECISIONS, export_lite
-    from fercli.modelfile import record_accuracy, resolve_model_path
+    from fercli.lite import LITE_PRECISIONS, LITE_SUFFIX, calibration_sample, export_lite, read_lite_metadata
+    from fercli.modelfile import read_metadata, record_accuracy, resolve_model_path
     from fercli.tf_quiet import require_tensorflow
 
     require_tensorflow("fercli export")
@@ -444,9 +449,18 @@ def export(model, out, val_data):
     target = Path(out) if out else source.with_name(source.stem + LITE_SUFFIX)
     if not target.name.endswith(LITE_SUFFIX):
         raise UserError(f"--out {target} must end in {LITE_SUFFIX}.")
-    export_lite(source, target)
-    click.echo(f"saved {target} ({target.stat().st_size / 1e6:.1f} MB: float32 and int8 networks)")
-    for precision in LITE_PRECISIONS if val_data else ():
+    metadata = read_metadata(source)
+    trained_on = str(metadata.get("data", "")).split(" + ")[0]
+    calibration_data = calibration_data or (trained_on if trained_on and Path(trained_on).exists() else val_data)
+    images = None
+    if calibration_data:
+        splits = read_dataset(calibration_data, int(metadata["input_size"]), warn=warn)
+        images = calibration_sample(splits.get("train", next(iter(splits.values()))).images)
+    export_lite(source, target, images, calibration_data or "")
+    precisions = read_lite_metadata(target)["precisions"]
+    click.echo(f"saved {target} ({target.stat().st_size / 1e6:.1f} MB: {' and '.join(reversed(precisions))} networks)"
+               + ("" if images is not None else "; int8 needs face crops to set its ranges: give --calibration DATA"))
+    for precision in [p for p in LITE_PRECISIONS if p in precisions] if val_data else ():
         result, _ = evaluate(val_data, str(target), warn=warn, precision=precision)
         record_accuracy(target, result, precision)
         click.echo(f"{precision}: accuracy {result['accuracy']:.2%} on {result['data']} (n={result['n']}), recorded")

@@ -145,7 +145,7 @@ class AnalyzeImages(_ActorBase):
 class AnalyzeVideos(_ActorBase):
     """Ray Data actor: one video per call through fercli.video.analyze_video."""
 
-    def __init__(self, analyzer_options: dict, output: str, inputs: set[Path], options: dict):
+    def __init__(self, analyzer_options: dict, output: str, inputs: set[Path], options):
         super().__init__(analyzer_options)
         self.output, self.inputs, self.options = Path(output), inputs, options
 
@@ -156,8 +156,8 @@ class AnalyzeVideos(_ActorBase):
         for path, relative in zip(batch["path"], batch["relative"]):
             collected, warnings = RowCollector(), []
             result, failed = analyze_video(InputFile(Path(path), Path(relative)), self.analyzer, collected, self.output,
-                                           self.inputs, on_error=lambda source, why: warnings.append((source, why)),
-                                           progress=False, **self.options)
+                                           self.inputs, replace(self.options, progress=False, show=False),
+                                           on_error=lambda source, why: warnings.append((source, why)))
             results.append(pickle.dumps((collected.rows, result, failed, warnings)))
         return {"result": np.array(results, dtype=object)}
 
@@ -271,7 +271,7 @@ class RayEngine:
         stats.wall_s = time.perf_counter() - start
         return stats
 
-    def analyze_videos(self, files: list[InputFile], records, output: Path, options: dict, on_error=None,
+    def analyze_videos(self, files: list[InputFile], records, output: Path, options, on_error=None,
                        progress: bool = True):
         """video's work, one video per actor call: each video's files under
         `output`, its rows to `records`. Returns ([(report, summary)], [(source, reason)])."""

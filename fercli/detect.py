@@ -18,7 +18,7 @@ import numpy as np
 from fercli.data import to_bgr, to_gray
 from fercli.errors import UserError, reason
 from fercli.faces import Faces
-from fercli.resources import cpu_threads, resource_dir
+from fercli.resources import onnx_session, resource_dir
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 CENTERFACE_FILE = "centerface.onnx"
@@ -101,16 +101,11 @@ class CenterFaceDetector:
     def __init__(self, min_face: int = 24, min_score: float = 0.25, max_pixels: int = 4_000_000,
                  detect_scale: float | None = None, max_side: int | None = None, nms_iou: float = 0.3,
                  model_path: str | None = None, **_):
-        import onnxruntime
-
         path = Path(model_path) if model_path else resource_dir("cascades") / CENTERFACE_FILE
         if not path.is_file():
             raise UserError(f"face detector file {path} not found (reinstall fercli, or use --detector haar).")
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = cpu_threads()
         try:
-            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = onnx_session(str(path))
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
             raise UserError(f"{path} is not a usable CenterFace ONNX file ({reason(exc)}).") from None
         self.input_name = self.session.get_inputs()[0].name
@@ -129,9 +124,14 @@ class CenterFaceDetector:
         height, width = image.shape[:2]
         fine = self.scale_for(height, width)
         if self.detect_scale or self.max_side:
-            found = self._detect_at(image, fine, self.min_score)
-        else:
-            found = self._coarse_then_fine(image, fine)
+            return self.detect_at(image, fine)
+        return self._kept(self._coarse_then_fine(image, fine))
+
+    def detect_at(self, image: np.ndarray, scale: float) -> Faces:
+        """One pass over the whole (BGR) image at `scale`."""
+        return self._kept(self._detect_at(image, scale, self.min_score))
+
+    def _kept(self, found: Faces) -> Faces:
         # CenterFace's boxes are taller than wide (forehead to chin): the height is the face's size.
         return found[np.maximum(found.boxes[:, 2], found.boxes[:, 3]) >= self.min_face].in_reading_order()
 
@@ -190,6 +190,41 @@ class CenterFaceDetector:
         boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
         keep = suppress_duplicates(boxes, scores, self.nms_iou)
         return Faces(boxes[keep].astype(np.float32), scores[keep].astype(np.float32), points[keep].astype(np.float32))
+
+
+class FollowingDetector:
+    """For the frames of one video, in order: detection at the resolution the
+    faces need. A full pass (the detector as configured) every `full_every`
+    calls, and whenever no face is known; the calls between look at the whole
+    frame scaled so that the smallest face of the last pass is `margin` times
+    the side CenterFace finds reliably. Should that find fewer faces than the
+    last pass did, the frame is looked at again in full, so no face is lost
+    for longer than a reduced pass; a new face smaller than the known ones is
+    found at the next full pass. Detectors without reduced passes (haar) run
+    as they are."""
+
+    def __init__(self, detector, full_every: int = 8, margin: float = 1.25):
+        self.detector, self.full_every, self.margin = detector, full_every, margin
+        self.since_full, self.known = full_every, 0
+        self.smallest = 0.0   # side in pixels of the smallest face of the last pass
+
+    def detect(self, image: np.ndarray) -> Faces:
+        if not isinstance(self.detector, CenterFaceDetector):
+            return self.detector.detect(image)
+        found = None
+        if self.known and self.since_full < self.full_every:
+            full_scale = self.detector.scale_for(*image.shape[:2])
+            scale = min(full_scale, self.margin * self.detector.RELIABLE_SIDE / self.smallest)
+            found = self.detector.detect_at(to_bgr(image), scale) if scale < full_scale else None
+            if found is not None and len(found) < self.known:
+                found = None
+            self.since_full += 1
+        if found is None:
+            found, self.since_full = self.detector.detect(image), 1
+        self.known = len(found)
+        if self.known:
+            self.smallest = float(np.maximum(found.boxes[:, 2], found.boxes[:, 3]).min())
+        return found
 
 
 def suppress_duplicates(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.3, contained: float = 0.6) -> np.ndarray:

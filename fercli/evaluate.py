@@ -69,7 +69,9 @@ def evaluate(data_path: str, model_name: str | None, split: str | None = None, w
 
     if predictions is not None:
         check_predictions_path(Path(predictions), [data_path])
-    model = load_model(model_name, precision)  # fail fast, before reading data
+    from fercli.resources import cpu_threads
+
+    model = load_model(model_name, precision, threads=cpu_threads())  # the classifier alone: every CPU; fail fast, before reading data
     data = pick_split(read_dataset(data_path, model.input_size, warn=warn), split)
     data = data.remap(model.classes)
     if predictions is not None:

@@ -123,15 +123,15 @@ def check_metadata(metadata, path) -> dict:
     return metadata
 
 
-def load_model(name_or_path=None, precision: str | None = None):
-    """The model to run: a .lite file on LiteRT (no TensorFlow; what a shipped
-    name gives), or a .keras file on Keras (needs TensorFlow)."""
+def load_model(name_or_path=None, precision: str | None = None, threads: int | None = None):
+    """The model to run: a .lite file on ONNX Runtime (no TensorFlow; what a shipped
+    name gives; `threads`: see lite.LiteModel), or a .keras file on Keras (needs TensorFlow)."""
     from fercli.lite import LITE_SUFFIX, LiteModel
     from fercli.tf_quiet import tensorflow_available
 
     path = resolve_model_path(name_or_path)
     if path.name.endswith(LITE_SUFFIX):
-        return LiteModel(path, precision)
+        return LiteModel(path, precision, threads)
     read_metadata(path)   # a sentence for a damaged file, before anything loads
     if not tensorflow_available():
         raise UserError(f'{path} is a Keras model: running it needs TensorFlow (pip install "fercli[train]"); '

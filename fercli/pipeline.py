@@ -10,6 +10,7 @@ probabilities. `predict`, `video`, `explain`, `serve` and the Ray engine all use
 """
 from __future__ import annotations
 
+import copy
 import threading
 
 import numpy as np
@@ -53,6 +54,16 @@ class Analyzer:
     @property
     def classes(self) -> list[str]:
         return self.model.classes
+
+    def following(self, full_every: int) -> "Analyzer":
+        """This analyzer for the frames of one video in order: the same model,
+        its detector looking at the resolution the faces need between full
+        passes every `full_every` calls (detect.FollowingDetector)."""
+        from fercli.detect import FollowingDetector
+
+        view = copy.copy(self)
+        view.detector = FollowingDetector(self.detector, full_every)
+        return view
 
     def detect(self, image: np.ndarray) -> Faces:
         """The faces of one image, not yet classified (boxes, scores, landmarks)."""

@@ -11,13 +11,34 @@ def resource_dir(name: str) -> Path:
 
 
 def cpu_threads() -> int:
-    """Threads for the face detector and the classifier each: $FERCLI_THREADS
-    (a Ray actor sets it to the CPUs it was given), else the CPUs this process may use."""
+    """The CPUs fercli may use: $FERCLI_THREADS (a Ray actor sets it to the
+    CPUs it was given), else the CPUs this process may use."""
     import os
 
     if os.environ.get("FERCLI_THREADS", "").isdigit() and int(os.environ["FERCLI_THREADS"]) > 0:
         return int(os.environ["FERCLI_THREADS"])
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def stage_threads() -> int:
+    """Threads for the face detector and the classifier each where they run
+    beside decoding and encoding (fercli.run overlaps them): half the CPUs, at
+    least one. On 2 cores one thread each takes a third less CPU time than two
+    for the same video, and finishes sooner (benchmarks/bench_video.py)."""
+    return max(1, cpu_threads() // 2)
+
+
+def onnx_session(network: bytes | str, threads: int | None = None):
+    """An ONNX Runtime session on the CPU with `threads` (default
+    stage_threads()), its log quiet. Its threads sleep between calls instead
+    of spinning, as the other stages need the cores meanwhile."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads or stage_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    return onnxruntime.InferenceSession(network, options, providers=["CPUExecutionProvider"])
 
 
 def cpu_features() -> str:

@@ -3,17 +3,25 @@
     stats = run(image_items(files), analyzer, records, [AnnotatedImageSink(...)])
     stats = run(VideoReader(path), analyzer, records, [AnnotatedVideoSink(...)], every=3, tracker=Tracker(...))
 
-Faces are found item by item and classified in batches across items (up to
-BATCH_FACES faces or BATCH_ITEMS items or BATCH_PIXELS pixels held), so the
-classifier runs full batches on folders and video; then each item, in order,
-goes to the tracker, the sinks and the records. Video frames are analysed
-every `every`-th frame, the frames between carrying the last faces (and the
-tracker joining them across frames). An item that cannot be read, analysed or
-written becomes one error row and the run goes on.
+Three stages overlap, each on its own thread, so that decoding, the networks
+and encoding use every core (the libraries release the GIL while they work):
+- reading: items are decoded ahead of their turn (READ_AHEAD of them),
+- analysis: faces are found item by item and classified in batches across
+  items (up to BATCH_FACES faces or BATCH_ITEMS analysed items or BATCH_PIXELS
+  pixels held), so the classifier runs full batches on folders and video,
+- writing: each item, in order, goes to the sinks and the records.
+Video frames are analysed every `every`-th frame, the frames between carrying
+the last faces (and the tracker joining them across frames). An item that
+cannot be read, analysed or written becomes one error row and the run goes
+on. `batch_items` 1 (a live camera) runs all three in turn on the calling
+thread: each frame is finished before the next, and a preview window stays
+on the thread that made it.
 """
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,8 +35,11 @@ from fercli.sinks import StopRun
 BATCH_FACES = 64          # the classifier's full batch
 BATCH_ITEMS = 8
 BATCH_PIXELS = 30_000_000  # decoded pictures held at once (about 90 MB of BGR)
+READ_AHEAD = 4             # items decoded before their turn
+PIXELS_QUEUED = 20_000_000  # decoded pictures waiting to be analysed, and again to be written (60 MB of BGR each)
 FAILURES = (ValueError, cv2.error, MemoryError, OSError)
 DETECTION_FAILED = "detection failed"   # in place of an item's faces: its error says why
+_END = object()
 
 
 @dataclass
@@ -56,19 +67,140 @@ class RunStats:
                 on_error(item.source, item.error)
 
 
+class _Writer:
+    """A thread that writes what the run hands it (entries whose first element
+    is the item), in order, at most `size` entries and PIXELS_QUEUED pixels
+    waiting; what `write` raises ends the run, re-raised by `put` and `finish`."""
+
+    def __init__(self, write, size: int):
+        self.inbox: queue.Queue = queue.Queue(maxsize=size)
+        self.write, self.failure, self.budget = write, None, _PixelBudget()
+        self.thread = threading.Thread(target=self._loop, name="fercli-write", daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while (entry := self.inbox.get()) is not _END:
+            if self.failure is None:   # after a failure the rest is dropped
+                try:
+                    self.write(entry)
+                except BaseException as exc:  # noqa: BLE001  (handed to the run's thread)
+                    self.failure = exc
+            self.budget.give_back(entry[0])
+
+    def put(self, entry) -> None:
+        self.budget.take(entry[0], lambda: self.failure is not None)
+        while self.failure is None:
+            try:
+                self.inbox.put(entry, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise self.failure
+
+    def finish(self) -> None:
+        """Wait until everything handed over is written, then end the thread."""
+        self.inbox.put(_END)
+        self.thread.join()
+
+
+class _PixelBudget:
+    """Decoded pictures waiting between two stages, in pixels: `take` waits
+    while they would pass `limit` (one always passes), so memory follows the
+    largest picture, not the number of pictures."""
+
+    def __init__(self, limit: int = PIXELS_QUEUED):
+        self.limit, self.held, self.changed = limit, 0, threading.Condition()
+        self.taken: dict[int, int] = {}   # id(item) -> its pixels
+
+    def take(self, item, stopped) -> None:
+        pixels = 0 if item.image is None else item.image.size // 3
+        with self.changed:
+            while self.held and self.held + pixels > self.limit and not stopped():
+                self.changed.wait(0.1)
+            self.held += pixels
+            self.taken[id(item)] = pixels
+
+    def give_back(self, item) -> None:
+        with self.changed:
+            self.held -= self.taken.pop(id(item), 0)
+            self.changed.notify_all()
+
+
+class _ReadAhead:
+    """`items` decoded on their own thread, up to READ_AHEAD of them (and
+    PIXELS_QUEUED pixels) ahead of the caller; `close` stops and joins the
+    thread (before the source closes)."""
+
+    def __init__(self, items):
+        self.ready: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+        self.stop, self.problem, self.budget = threading.Event(), None, _PixelBudget()
+        self.thread = threading.Thread(target=self._read, args=(items,), name="fercli-read", daemon=True)
+        self.thread.start()
+
+    def _read(self, items):
+        try:
+            for item in items:
+                self.budget.take(item, self.stop.is_set)
+                while not self.stop.is_set():
+                    try:
+                        self.ready.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001  (re-raised on the caller's thread)
+            self.problem = exc
+        self.ready.put(_END)
+
+    def __iter__(self):
+        while (item := self.ready.get()) is not _END:
+            self.budget.give_back(item)
+            yield item
+        if self.problem is not None:
+            raise self.problem
+
+    def close(self) -> None:
+        self.stop.set()
+        while self.thread.is_alive():
+            try:
+                self.ready.get(timeout=0.1)   # a reader waiting to hand over an item stops
+            except queue.Empty:
+                pass
+        self.thread.join()
+
+
 def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_error=None, progress: bool = False,
         total: int | None = None, desc: str = "images", max_items: int | None = None,
         batch_items: int = BATCH_ITEMS) -> RunStats:
-    """`batch_items` 1: each item is finished before the next is read (a live camera)."""
+    import gc
+
     from tqdm import tqdm
 
+    gc.freeze()   # the libraries' objects, loaded by now, are not scanned again by each collection
     stats = RunStats()
     held: list[tuple] = []   # (item, its detected faces or None when not analysed)
     last = [Faces.empty(analyzer.classes)]   # the faces that frames between analysed ones carry
     start = time.perf_counter()
+    overlapped = batch_items > 1
+
+    def write(entry):
+        """An item and its faces to the sinks, then its row to the records."""
+        item, faces, analysis_failed = entry
+        try:
+            if not analysis_failed:
+                for sink in sinks:
+                    sink.write(item, None if item.image is None else faces)
+        except FAILURES as exc:
+            item.error = reason(exc)
+        records.write(item, faces)
+        stats.count(item, faces, on_error)
+
+    writer = _Writer(write, 4 * batch_items) if overlapped else None
+    source = _ReadAhead(items) if overlapped else items
 
     def finish_held():
-        """Classify the held items' faces in one batch, then each item to the tracker, sinks and records."""
+        """Classify the held items' faces in one batch, then each item, in order, to be written."""
         detected = [(item, faces) for item, faces in held if isinstance(faces, Faces)]
         try:
             classified = dict(zip(map(id, (item for item, _ in detected)),
@@ -85,23 +217,14 @@ def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_err
                     faces = tracker.update(faces, item.frame)
                 last[0] = faces
                 stats.analysed += 1
-            finish(item, faces, analysis_failed=found is not None and id(item) not in classified)  # detection or classification
+            entry = (item, faces, found is not None and id(item) not in classified)  # detection or classification failed
+            writer.put(entry) if writer else write(entry)
         held.clear()
-
-    def finish(item, faces, analysis_failed: bool):
-        try:
-            if not analysis_failed:
-                for sink in sinks:
-                    sink.write(item, None if item.image is None else faces)
-        except FAILURES as exc:
-            item.error = reason(exc)
-        records.write(item, faces)
-        stats.count(item, faces, on_error)
 
     with tqdm(total=total or None, desc=desc[:30], unit="img" if desc == "images" else "frame",
               disable=not progress, file=sys.stderr) as bar:
         try:
-            for item in items:
+            for item in source:
                 if max_items is not None and stats.items >= max_items:
                     break
                 stats.items += 1
@@ -114,11 +237,17 @@ def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_err
                         item.error, found = reason(exc), DETECTION_FAILED
                 held.append((item, found))
                 pixels = sum(item.image.size // 3 for item, _ in held if item.image is not None)
-                faces = sum(len(f) for _, f in held if isinstance(f, Faces))
-                if len(held) >= batch_items or faces >= BATCH_FACES or pixels >= BATCH_PIXELS:
+                analysed = [f for _, f in held if isinstance(f, Faces)]   # the frames between analysed ones cost nothing here
+                if len(analysed) >= batch_items or sum(map(len, analysed)) >= BATCH_FACES or pixels >= BATCH_PIXELS:
                     finish_held()
             finish_held()
         except StopRun:
             pass
+        finally:
+            if overlapped:
+                source.close()
+                writer.finish()
+        if overlapped and writer.failure is not None and not isinstance(writer.failure, StopRun):
+            raise writer.failure
     stats.wall_s = time.perf_counter() - start
     return stats

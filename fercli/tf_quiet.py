@@ -37,7 +37,7 @@ def interrupts_deferred(stderr: int = 2):
 @contextmanager
 def quietly(defer_interrupts: bool = True):
     """File descriptor 2 points at /dev/null meanwhile: what C and C++ code
-    (TensorFlow, LiteRT, Ray, libpng) prints there bypasses Python. With
+    (TensorFlow, ONNX Runtime, Ray, libpng) prints there bypasses Python. With
     `defer_interrupts`, Ctrl-C meanwhile ends the process (interrupts_deferred)."""
     sys.stderr.flush()
     saved = os.dup(2)

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,6 +30,22 @@ def detection_scaling(detector: str, detect_scale: float | None) -> dict:
     if detect_scale is not None:
         return {"detect_scale": detect_scale}
     return {"detect_scale": 0.5} if detector == "haar" else {"max_side": VIDEO_DETECT_SIDE}
+
+
+@dataclass
+class VideoOptions:
+    """How `fercli video` treats each video (or the camera); one object from
+    the command line through run_videos, analyze_video and the Ray actors."""
+    every: int = 3                  # detect and classify every Nth frame; the frames between carry the last faces
+    smooth: int = 3                 # average a track's probabilities over its last N analysed frames
+    show: bool = False              # a preview window
+    save_video: bool = True         # the annotated copy
+    jsonl: bool = False             # predictions.jsonl beside the CSV
+    draw_landmarks: bool = False
+    codec: str = DEFAULT_CODEC
+    max_frames: int | None = None   # the camera: stop after this many frames
+    progress: bool = True
+    full_detection_every: int = 12  # analysed frames per full detection pass (detect.FollowingDetector); 1: all full
 
 
 def iou(a, b) -> float:
@@ -146,19 +162,22 @@ def write_video_summary(report: VideoReport, classes: list[str], output: Path, s
     return summary
 
 
-def _run_stream(items, analyzer, records, output: Path, relative: Path, every: int, smooth: int, show: bool,
-                writer, fps: float, total: int = 0, max_frames: int | None = None, on_error=None,
-                progress: bool = True, draw_landmarks: bool = False):
+def _run_stream(items, analyzer, records, output: Path, relative: Path, options: VideoOptions, writer, fps: float,
+                total: int = 0, on_error=None):
     """One video or camera through the loop: annotated video, timeline and
     summary beside the records. Returns (report, summary)."""
+    from fercli.charts import load_in_background
+
+    load_in_background()   # matplotlib, for the timeline at the end
     timeline = TimelineSink(analyzer.classes)
-    sinks = ([AnnotatedVideoSink(writer, draw_landmarks)] if writer else []) + [timeline]
-    if show:
-        sinks.append(PreviewSink(f"fercli - {relative.name} (q quits)", draw_landmarks))
+    sinks = ([AnnotatedVideoSink(writer, options.draw_landmarks)] if writer else []) + [timeline]
+    if options.show:
+        sinks.append(PreviewSink(f"fercli - {relative.name} (q quits)", options.draw_landmarks))
     try:
         # a live camera finishes each frame before the next (preview, no delay); files batch across frames
-        stats = run(items, analyzer, records, sinks, every, Tracker(analyzer.classes, smooth=smooth), on_error,
-                    progress, total, desc=relative.name, max_items=max_frames,
+        stats = run(items, analyzer.following(options.full_detection_every), records, sinks, options.every,
+                    Tracker(analyzer.classes, smooth=options.smooth), on_error, options.progress, total,
+                    desc=relative.name, max_items=options.max_frames,
                     batch_items=1 if isinstance(items, ThreadedCamera) else BATCH_ITEMS)
     finally:
         for sink in sinks:
@@ -171,31 +190,31 @@ def _run_stream(items, analyzer, records, output: Path, relative: Path, every: i
     return report, write_video_summary(report, analyzer.classes, stem.parent, stem.name)
 
 
-def run_videos(videos: list[InputFile], analyzer, output: Path, every: int, smooth: int, show: bool,
-               save_video: bool = True, jsonl: bool = False, on_error=None, progress: bool = True,
-               draw_landmarks: bool = False, codec: str = DEFAULT_CODEC):
+def _records(output: Path, classes: list[str], options: VideoOptions) -> RecordSink:
+    return RecordSink(output / "predictions.csv", classes, video=True,
+                      jsonl_path=output / "predictions.jsonl" if options.jsonl else None)
+
+
+def run_videos(videos: list[InputFile], analyzer, output: Path, options: VideoOptions, on_error=None):
     """Every file in turn; an unreadable one is reported and the others go on.
     `analyzer`: an Analyzer, or a fercli.cluster.RayEngine (one video per Ray
     actor call). Returns ([(report, summary)], [(source, reason)])."""
     done, failed = [], []
     inputs = {real_path(file.path) for file in videos}
-    with RecordSink(output / "predictions.csv", analyzer.classes, video=True,
-                    jsonl_path=output / "predictions.jsonl" if jsonl else None) as records:
+    with _records(output, analyzer.classes, options) as records:
         if hasattr(analyzer, "analyze_videos"):
-            options = dict(every=every, smooth=smooth, save_video=save_video, draw_landmarks=draw_landmarks, codec=codec)
-            return analyzer.analyze_videos(videos, records, output, options, on_error=on_error, progress=progress)
+            return analyzer.analyze_videos(videos, records, output, replace(options, show=False), on_error=on_error,
+                                           progress=options.progress)
         for file in videos:
-            result, problems = analyze_video(file, analyzer, records, output, inputs, every, smooth, show, save_video,
-                                             on_error, progress, draw_landmarks, codec)
+            result, problems = analyze_video(file, analyzer, records, output, inputs, options, on_error)
             failed += problems
             if result is not None:
                 done.append(result)
     return done, failed
 
 
-def analyze_video(file: InputFile, analyzer, records, output: Path, inputs: set[Path], every: int, smooth: int,
-                  show: bool = False, save_video: bool = True, on_error=None, progress: bool = True,
-                  draw_landmarks: bool = False, codec: str = DEFAULT_CODEC):
+def analyze_video(file: InputFile, analyzer, records, output: Path, inputs: set[Path], options: VideoOptions,
+                  on_error=None):
     """One video file: its annotated copy, timeline and summary under `output`,
     its rows to `records`. Returns ((report, summary) or None when no frame
     could be read, [(source, reason)] of what went wrong); every engine runs
@@ -213,14 +232,13 @@ def analyze_video(file: InputFile, analyzer, records, output: Path, inputs: set[
     except ValueError as exc:
         fail(str(file.path), str(exc))
         return None, failed
-    out_path = output_video_path(output, file, inputs, codec) if save_video else None
+    out_path = output_video_path(output, file, inputs, options.codec) if options.save_video else None
     if out_path is not None and out_path.stem.endswith(".annotated") and on_error:
         on_error(str(file.path), f"its annotated copy is {out_path}, not to overwrite the input")
     with reader:
-        writer = VideoWriter(out_path, reader, codec) if out_path is not None else None
-        report, summary = _run_stream(reader, analyzer, records, output, file.relative, every, smooth, show,
-                                      writer, reader.fps, reader.frames_expected, on_error=on_error,
-                                      progress=progress, draw_landmarks=draw_landmarks)
+        writer = VideoWriter(out_path, reader, options.codec) if out_path is not None else None
+        report, summary = _run_stream(reader, analyzer, records, output, file.relative, options, writer,
+                                      reader.fps, reader.frames_expected, on_error=on_error)
     if report.frames == 0:
         fail(report.source, "no frame could be decoded")
         return None, failed
@@ -234,17 +252,14 @@ def analyze_video(file: InputFile, analyzer, records, output: Path, inputs: set[
     return (report, summary), failed
 
 
-def run_camera(index: int, analyzer, output: Path, every: int, smooth: int, show: bool,
-               max_frames: int | None, save_video: bool = True, jsonl: bool = False, on_error=None,
-               progress: bool = True, draw_landmarks: bool = False, codec: str = DEFAULT_CODEC):
+def run_camera(index: int, analyzer, output: Path, options: VideoOptions, on_error=None):
     camera = ThreadedCamera(index)
-    relative = Path(f"camera{index}{CODECS[codec][1]}")
+    relative = Path(f"camera{index}{CODECS[options.codec][1]}")
     try:
-        with RecordSink(output / "predictions.csv", analyzer.classes, video=True,
-                        jsonl_path=output / "predictions.jsonl" if jsonl else None) as records:
-            writer = (VideoWriter(output / relative, None, codec, fps=camera.fps, time_base=Fraction(1, 1000))
-                      if save_video else None)
-            return _run_stream(camera, analyzer, records, output, relative, every, smooth, show, writer, camera.fps,
-                               max_frames=max_frames, on_error=on_error, progress=progress, draw_landmarks=draw_landmarks)
+        with _records(output, analyzer.classes, options) as records:
+            writer = (VideoWriter(output / relative, None, options.codec, fps=camera.fps, time_base=Fraction(1, 1000))
+                      if options.save_video else None)
+            return _run_stream(camera, analyzer, records, output, relative, options, writer, camera.fps,
+                               on_error=on_error)
     finally:
         camera.release()

@@ -137,7 +137,7 @@ def _clip_bytes() -> tuple[bytes, bytes]:
 @given(data=st.data())
 def test_video_never_breaks_on_damaged_files(analyzer, tmp_path_factory, data):
     from fercli.sources import collect_videos
-    from fercli.video import run_videos
+    from fercli.video import VideoOptions, run_videos
 
     folder = tmp_path_factory.mktemp("fuzzvideo")
     clip = bytearray(data.draw(st.sampled_from(_clip_bytes())))
@@ -148,8 +148,8 @@ def test_video_never_breaks_on_damaged_files(analyzer, tmp_path_factory, data):
             clip[data.draw(st.integers(0, len(clip) - 1))] ^= 0xFF
     (folder / "in").mkdir()
     (folder / "in" / f"clip{data.draw(st.sampled_from(['.mp4', '.avi', '.mkv']))}").write_bytes(bytes(clip))
-    done, failed = run_videos(collect_videos((str(folder / "in"),)), analyzer, folder / "out", every=1, smooth=1,
-                              show=False, progress=False)
+    done, failed = run_videos(collect_videos((str(folder / "in"),)), analyzer, folder / "out",
+                              VideoOptions(every=1, smooth=1, progress=False))
     with open(folder / "out" / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and len(done) + len({s for s, _ in failed} - {r.source for r, _ in done}) == 1

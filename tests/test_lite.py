@@ -1,4 +1,4 @@
-"""The lean runtime: .lite models on LiteRT, and predict, video, serve and eval
+"""The lean runtime: .lite models on ONNX Runtime, and predict, video, serve and eval
 in a process where TensorFlow and Keras cannot be imported."""
 import csv
 import os
@@ -108,7 +108,7 @@ def test_lite_model_matches_keras_and_chooses_its_precision(monkeypatch):
     assert np.abs(quantized - reference).max() < 0.06
     assert (quantized.argmax(1) == reference.argmax(1)).mean() >= 0.9
     one_by_one = np.concatenate([default.predict(crops[i:i + 1]) for i in range(len(crops))])
-    assert np.array_equal(one_by_one, quantized)
+    assert np.abs(one_by_one - quantized).max() < 1e-5
     monkeypatch.setenv("FERCLI_PRECISION", "float32")
     assert LiteModel(resolve_model_path("default")).precision == "float32"
     monkeypatch.setenv("FERCLI_PRECISION", "float64")

@@ -181,3 +181,25 @@ def test_other_codecs_keep_every_frame_and_the_audio(tmp_path, codec, suffix, na
     annotated = video_streams(tmp_path / "out" / f"phone{suffix}")
     assert annotated["video_codec"] == name and annotated["audio_codec"] is not None
     assert annotated["times"] == pytest.approx(times, abs=0.002)
+
+
+def test_following_detector_looks_at_the_faces_resolution_and_keeps_every_face(tmp_path):
+    """Between full passes the frame is looked at scaled to the faces' size
+    (here about half), and every frame still has both faces, where a full
+    pass finds them."""
+    from fercli.detect import CenterFaceDetector, FollowingDetector
+    from fercli.videoio import VideoReader
+
+    truth = make_clip(tmp_path / "clip.avi", frames=24)
+    detector = CenterFaceDetector(max_side=960)
+    scales = []
+    original = detector.detect_at
+    detector.detect_at = lambda image, scale: scales.append(scale) or original(image, scale)
+    following = FollowingDetector(detector, full_every=6)
+    with VideoReader(tmp_path / "clip.avi") as reader:
+        frames = [item.image for item in reader]
+    for image, boxes in zip(frames, truth):
+        found = following.detect(image)
+        assert len(found) == 2 and all(any(box_hits(tuple(map(int, f)), box) for f in found.boxes) for box in boxes)
+    reduced = [s for s in scales if s < 1.0]
+    assert len(reduced) >= 24 * 4 // 6 and max(reduced) < 0.6   # 140 px faces: 1.5 x 48 px is a scale of about 0.51
