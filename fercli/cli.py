@@ -225,7 +225,9 @@ def make_analyzer(model_name, detector, min_face, no_align, engine="local", addr
 def image_input_options(command):
     """Options shared by predict and explain."""
     options = [
-        click.option("-p", "--path", default=None, help="Image file, folder, glob, or - for paths on standard input (default: data/test/ under the current folder)."),
+        click.argument("paths", nargs=-1, metavar="[PATH]..."),
+        click.option("-p", "--path", "path", multiple=True, help="Image file, folder, glob, or - for paths on standard input; "
+                     "repeatable, and the same as PATH arguments (default: data/test/ under the current folder)."),
         click.option("-r", "--recursive", is_flag=True, help="Also read subfolders."),
         click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for annotated copies and predictions.csv."),
         click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model)."),
@@ -255,11 +257,15 @@ def predict(**options):
     per face (status=ok), per image without a face (no_face) or per image that
     failed (error: reason).
 
+    PATH (or -p, repeatable): image files, folders, globs, or - for paths on
+    standard input, as many as given; a file given twice is read once.
+
     \b
     Examples:
-      fercli predict -p photo.jpg
-      fercli predict -p photos/ -r -o results --jsonl
-      fercli predict -p "shots/*.png" --no-images
+      fercli predict photo.jpg
+      fercli predict photos/*.jpg -o out
+      fercli predict -p photos/ -p more/ -r -o results --jsonl
+      fercli predict "shots/*.png" --no-images
       fercli predict                  (reads data/test/)
       fercli predict -p s3://bucket/photos -r --engine ray --address auto --no-images --parquet
     """
@@ -276,13 +282,13 @@ def explain(**options):
 
     \b
     Examples:
-      fercli explain -p photo.jpg -o explained
-      fercli explain -p photos/ --class happy
+      fercli explain photo.jpg -o explained
+      fercli explain photos/*.jpg --class happy
     """
     predict_images(explain=True, no_images=False, **options)
 
 
-def predict_images(path, recursive, output, model_name, no_images, jsonl, resume, quiet, explain, explain_class, landmarks,
+def predict_images(paths, path, recursive, output, model_name, no_images, jsonl, resume, quiet, explain, explain_class, landmarks,
                    parquet=False, **detector):
     from fercli.data import canonical_class
     from fercli.predict import run_predict
@@ -299,14 +305,18 @@ def predict_images(path, recursive, output, model_name, no_images, jsonl, resume
         from fercli.tf_quiet import require_tensorflow
 
         require_tensorflow("explaining a prediction (Grad-CAM)")
-    if path and "://" in path:
+    given = list(paths) + list(path)   # PATH arguments (what a shell makes of photos/*.jpg) and -p, as many as given
+    uri = next((p for p in given if "://" in p), None)
+    if uri:
         from fercli.cluster import collect_uri_images
 
         if detector.get("engine") != "ray":
-            raise UserError(f"{path} is a URI: object storage is read by the Ray engine (add --engine ray).")
-        inputs, not_images = collect_uri_images(path, recursive)
+            raise UserError(f"{uri} is a URI: object storage is read by the Ray engine (add --engine ray).")
+        if len(set(given)) > 1:
+            raise UserError(f"{uri} is a URI: object storage is read one URI a run, without other paths.")
+        inputs, not_images = collect_uri_images(uri, recursive)
     else:
-        inputs, not_images = collect_images(path, recursive, out)
+        inputs, not_images = collect_images(given, recursive, out)
     analyzer = make_analyzer(model_name, **detector)
     explainer = None
     if explain or explain_class:
@@ -358,6 +368,7 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
     Examples:
       fercli video clip.mp4
       fercli video clips/ -o annotated --every 1
+      fercli video a.mp4 "clips/*.mov"     (files, folders and globs; each file once)
       fercli video --camera 0 --show
       fercli video clips/ --engine ray --address auto   (one video per Ray task)
     """

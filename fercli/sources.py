@@ -76,46 +76,96 @@ def _folder_entries(root: Path, recursive: bool) -> list[Path]:
     return sorted(entries)
 
 
-def collect_images(path: str | None, recursive: bool, output: Path) -> tuple[list[InputFile], int]:
-    """(images to read, number of non-image files skipped) for a file, a folder,
-    a glob, or `-` (paths on standard input, one per line). Files under the
-    output folder are never inputs, so earlier results are not picked up."""
-    if path is None:
-        if not DEFAULT_INPUT.is_dir():
-            raise UserError(f"no -p given and the default input folder {DEFAULT_INPUT}/ does not exist here; "
-                            "pass -p with an image, a folder or a glob.")
-        path = str(DEFAULT_INPUT)
+def _common_parent(paths) -> Path:
+    """The folder all of `paths` lie in (as given: relative stays relative)."""
+    paths = [str(p) for p in paths]
+    if not paths:
+        return Path(".")
+    try:
+        return Path(os.path.commonpath(paths))
+    except ValueError:   # relative and absolute mixed
+        return Path(os.path.commonpath([os.path.abspath(p) for p in paths]))
+
+
+def _relative_to(path: Path, base: Path) -> Path:
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(base))
+    except ValueError:   # another drive: the path without it
+        return Path(*Path(os.path.abspath(path)).parts[1:])
+
+
+def _once(paths: list[Path]) -> list[Path]:
+    """Each real file once (a symlink or ./name is the file it names), where it was first met."""
+    seen, once = set(), []
+    for path in paths:
+        if real_path(path) not in seen:
+            seen.add(real_path(path))
+            once.append(path)
+    return once
+
+
+def _named(path: str, recursive: bool, output: Path, alone: bool) -> tuple[list[Path], Path, bool]:
+    """(the files a path names, the folder their outputs' paths are relative
+    to, whether it names one file itself). Refuses a path that is not there."""
     root = Path(path)
     if path == "-":
-        candidates = [Path(line.strip()) for line in sys.stdin if line.strip()]
-        candidates = [Path(os.path.abspath(p)) for p in candidates]
-        base = Path(os.path.commonpath([str(p.parent) for p in candidates])) if candidates else Path(".")
-    elif root.is_file():
-        if root.suffix.lower() not in IMAGE_SUFFIXES:
+        candidates = [Path(os.path.abspath(line.strip())) for line in sys.stdin if line.strip()]
+        return candidates, _common_parent(p.parent for p in candidates), False
+    if root.is_file():
+        if alone and root.suffix.lower() not in IMAGE_SUFFIXES:
             raise UserError(f"{root} is not an image type fercli reads ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-        return [InputFile(root, Path(root.name))], 0
-    elif root.is_dir():
+        return [root], root.parent, True
+    if root.is_dir():
         if _inside(root, output) or real_path(root) == real_path(output):
             raise UserError(f"the output folder {output} contains the input {root}; choose another -o.")
-        candidates = _folder_entries(root, recursive)
-        base = root
-    elif glob.has_magic(path):
+        return _folder_entries(root, recursive), root, False
+    if glob.has_magic(path):
         candidates = sorted(Path(p) for p in glob.glob(path, recursive=recursive))
-        base = Path(os.path.commonpath([str(p.parent) for p in candidates])) if candidates else Path(".")
-    else:
-        raise UserError(f"{path} does not exist.")
-    inputs, not_images = [], 0
-    for candidate in candidates:
-        if _inside(candidate, output):
-            continue
-        if candidate.suffix.lower() in IMAGE_SUFFIXES and (candidate.is_file() or candidate.is_symlink()):
-            inputs.append(InputFile(candidate, candidate.relative_to(base)))
-        else:
-            not_images += 1
+        if not candidates and not alone:
+            raise UserError(f"no file matches {path}.")
+        return candidates, _common_parent(p.parent for p in candidates), False
+    raise UserError(f"{path} does not exist.")
+
+
+def collect_images(paths, recursive: bool, output: Path) -> tuple[list[InputFile], int]:
+    """(images to read, number of non-image files skipped) for the paths
+    given (one, or a list): image files, folders, globs, or `-` (paths on
+    standard input, one per line); none: the default folder. Every path is
+    checked before any is read. A file named twice, or also found in a folder
+    or glob given, is read once. Outputs mirror the inputs: relative to the
+    one folder or glob given, or with several, to the folder they share, so
+    files of the same name in different folders stay apart. Files under the
+    output folder are never inputs, so earlier results are not picked up
+    (unless named on their own)."""
+    if paths is None or isinstance(paths, (str, os.PathLike)):
+        paths = [] if paths is None else [paths]
+    given = list(dict.fromkeys(str(p) for p in paths))   # the same path twice (`-` too) is read once
+    if not given:
+        if not DEFAULT_INPUT.is_dir():
+            raise UserError(f"no path or -p given and the default input folder {DEFAULT_INPUT}/ does not exist here; "
+                            "pass an image, a folder or a glob.")
+        given = [str(DEFAULT_INPUT)]
+    alone = len(given) == 1
+    named = [_named(path, recursive, output, alone) for path in given]   # a missing path stops the run here
+    common = None if alone else _common_parent(os.path.abspath(base) for _, base, _ in named)
+    inputs, seen, not_images = [], set(), 0
+    for candidates, base, one_file in named:
+        for candidate in candidates:
+            if not one_file and _inside(candidate, output):
+                continue
+            if candidate.suffix.lower() in IMAGE_SUFFIXES and (candidate.is_file() or candidate.is_symlink()):
+                if real_path(candidate) in seen:
+                    continue
+                seen.add(real_path(candidate))
+                inputs.append(InputFile(candidate, candidate.relative_to(base) if alone else _relative_to(candidate, common)))
+            else:
+                not_images += 1
     if not inputs:
-        where = "matching " + path if glob.has_magic(path) else "on standard input" if path == "-" else "in " + path
+        path = given[0]
+        where = ("in " + ", ".join(given) if not alone else "matching " + path if glob.has_magic(path)
+                 else "on standard input" if path == "-" else "in " + path)
         raise UserError(f"no images found {where} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}"
-                        + ("" if recursive or path == "-" else "; -r also searches subfolders") + ").")
+                        + ("" if recursive or given == ["-"] else "; -r also searches subfolders") + ").")
     return inputs, not_images
 
 
@@ -130,21 +180,31 @@ def image_items(files: list[InputFile], read=read_image_file):
 
 
 def collect_videos(paths: tuple[str, ...]) -> list[InputFile]:
-    """The videos named or found in the folders named, each with the path its
-    outputs take under -o: relative to the folder all of them share, so two
-    videos of the same name in different folders keep different outputs."""
+    """The videos named, matching the globs named (as a shell would have
+    expanded them) or found in the folders named, each once, each with the
+    path its outputs take under -o: relative to the folder all of them share,
+    so two videos of the same name in different folders keep different
+    outputs. Every path is checked before any video is read."""
     videos: list[Path] = []
-    for given in paths:
+    for given in dict.fromkeys(paths):
         path = Path(given)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-            if not found:
-                raise UserError(f"no videos found in {path} (looked for {', '.join(sorted(VIDEO_SUFFIXES))}).")
-            videos += found
-        elif path.exists():
-            videos.append(path)
+        if path.exists():
+            named = [path]
+        elif glob.has_magic(given):
+            named = sorted(Path(p) for p in glob.glob(given))
+            if not named:
+                raise UserError(f"no file matches {given}.")
         else:
             raise UserError(f"{path} does not exist.")
+        for path in named:
+            if path.is_dir():
+                found = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+                if not found:
+                    raise UserError(f"no videos found in {path} (looked for {', '.join(sorted(VIDEO_SUFFIXES))}).")
+                videos += found
+            else:
+                videos.append(path)
+    videos = _once(videos)
     if not videos:
         raise UserError("no video given: pass video files or a folder, or --camera N.")
     base = Path(os.path.commonpath([os.path.abspath(p.parent) for p in videos]))

@@ -244,11 +244,12 @@ def analyze_video(file: InputFile, analyzer, records, output: Path, inputs: set[
         return None, failed
     if reader.error:
         fail(report.source, reader.error)
-    elif reader.frames_expected and report.frames < reader.frames_expected:
-        fail(report.source, f"the video ends after {report.frames} of the {reader.frames_expected} frames "
-                            "its header announces (truncated or damaged)")
+    elif reader.cut_short:
+        fail(report.source, reader.cut_short)
     elif report.bad_frames:
         failed.append((report.source, f"{len(report.bad_frames)} unreadable frame(s) skipped"))
+    if reader.frames_note and on_error:   # a note, not a failure: nothing is missing from the file
+        on_error(report.source, reader.frames_note)
     return (report, summary), failed
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from array import array
 from fractions import Fraction
 from pathlib import Path
 
@@ -41,7 +42,8 @@ class VideoReader:
     Items. Audio packets met on the way are handed to `on_audio` (the writer)
     untouched. A packet that does not decode gives an Item with `image` None;
     a file that ends early stops there (`frames_expected` says what its header
-    promised)."""
+    promised; after the frames, `cut_short` says whether bytes are missing at
+    its end, `frames_note` why fewer frames came out when none are)."""
 
     def __init__(self, path: str | Path, relative: Path | None = None):
         import av
@@ -63,15 +65,25 @@ class VideoReader:
         self.frames_expected = int(self.stream.frames or 0)
         self.on_audio = None
         self.error: str | None = None   # why decoding stopped early, if it did
+        # What the demuxer met, the evidence for cut_short and frames_note:
+        self.frames_read = 0            # Items given (frames decoded, and packets that did not decode)
+        self.packets = 0                # whole video packets
+        self.packet_pts = array("q")    # their presentation times, where known
+        self.first_pts: int | None = None   # of the first frame decoded
+        self.partial_packet = False     # the demuxer met the end of the file inside a packet
+        self.data_end: int | None = None    # byte after the last packet of any stream, where the demuxer says
+        self.file_size: int | None = getattr(self.container, "size", None)
         self.source, self.relative = str(path), relative or Path(Path(path).name)
 
     def __iter__(self):
         import av
 
-        streams = [self.stream] + ([self.audio] if self.audio is not None else [])
         index = 0
         try:
-            for packet in self.container.demux(*streams):
+            for packet in self.container.demux():   # every stream: where its packets end is evidence too
+                self._note_packet(packet)
+                if packet.stream is not self.stream and packet.stream is not self.audio:
+                    continue
                 if packet.stream is self.audio:
                     if packet.dts is not None and self.on_audio:
                         self.on_audio(packet)
@@ -86,13 +98,64 @@ class VideoReader:
                     index += 1
                     continue
                 for frame in decoded:
+                    if self.first_pts is None:
+                        self.first_pts = frame.pts
                     yield self._item(index, frame.to_ndarray(format="bgr24"), frame.pts)
                     index += 1
         except (av.FFmpegError, OSError) as exc:
             self.error = f"the file ends in damaged data after {index} frames ({reason(exc)})"
 
+    def _note_packet(self, packet) -> None:
+        if not packet.size:
+            return
+        if packet.pos is not None and packet.pos >= 0:
+            self.data_end = max(self.data_end or 0, packet.pos + packet.size)
+        if packet.is_corrupt:
+            self.partial_packet = True
+        elif packet.stream is self.stream:
+            self.packets += 1
+            if packet.pts is not None:
+                self.packet_pts.append(packet.pts)
+
+    @property
+    def cut_short(self) -> str | None:
+        """After the frames: why the file holds fewer frames than its header
+        announces, when bytes are missing at its end: fewer whole video packets
+        came out than the header counts, and the demuxer stopped at the end of
+        the file (inside a packet, or with nothing after the last one, where a
+        whole file keeps its index or trailer). None when no frame is missing,
+        or what is missing never was in the file (see frames_note)."""
+        expected = self.frames_expected
+        if not expected or self.frames_read >= expected or self.packets >= expected:
+            return None
+        if not self.partial_packet and self.data_end is not None and self.file_size and self.data_end < self.file_size:
+            return None   # the file goes on after its last frame: its header's count is wrong
+        return (f"the video ends after {self.frames_read} of the {expected} frames its header announces "
+                "(truncated or damaged)")
+
+    @property
+    def frames_note(self) -> str | None:
+        """After the frames: why fewer frames came out than the header
+        announces when the file is whole (the decoder dropped frames that
+        refer to pictures before the stream's start, as players do, or the
+        header's count is wrong); None when that is not the case."""
+        expected, read = self.frames_expected, self.frames_read
+        if not expected or read >= expected or self.error or self.cut_short:
+            return None
+        if self.packets < expected:
+            return (f"its header announces {expected} frames but the file holds {self.packets} and is whole "
+                    f"(the header's count is wrong); {read} read")
+        dropped = self.packets - read
+        leading = sum(1 for pts in self.packet_pts if pts < self.first_pts) if self.first_pts is not None else 0
+        if leading >= dropped:
+            return (f"the decoder dropped the stream's first {dropped} frames, as players do (they refer to "
+                    f"pictures from before its start); {read} of the {expected} frames its header announces read")
+        return (f"the decoder dropped {dropped} of the stream's {self.packets} frames, as players do (frames it "
+                f"cannot show); {read} of the {expected} frames its header announces read")
+
     def _item(self, index: int, image, pts, error: str | None = None) -> Item:
         seconds = float(pts * self.time_base) if pts is not None else index / self.fps
+        self.frames_read = index + 1
         return Item(self.source, self.relative, image, error, frame=index, time_s=seconds, pts=pts)
 
     def close(self) -> None:

@@ -2,11 +2,12 @@ import csv
 import json
 
 import cv2
+import numpy as np
 import pytest
 
 from fercli.faces import Faces
 from fercli.video import Tracker, iou
-from tests.clips import phone_clip, video_streams
+from tests.clips import clip_starting_between_key_frames, phone_clip, video_streams
 from tests.conftest import box_hits, findable_faces, run, textured_background
 
 
@@ -138,6 +139,50 @@ def test_truncated_video_says_how_many_frames_it_had_and_invents_none(tmp_path):
     assert 5 < len(read) < 30 and read == set(range(len(read)))
     assert rows[-1]["status"] == f"error: the video ends after {len(read)} of the 30 frames its header announces (truncated or damaged)"
     assert len(video_streams(tmp_path / "out" / "clip.mp4")["times"]) == len(read)
+
+
+def moving_texture(i):
+    return np.roll(textured_background(240, 320, seed=3), 4 * i, axis=1)
+
+
+def test_frames_the_decoder_drops_at_the_start_are_no_failure(tmp_path):
+    """A clip starting 3 frames before a key frame, as phones and cut clips do: the decoder drops those
+    (as players do) though the header counts them; nothing is missing: exit 0 and a note."""
+    announced = clip_starting_between_key_frames(tmp_path / "phone.mp4", frames=40, dropped=3, picture=moving_texture)
+    result = run("video", tmp_path / "phone.mp4", "-o", tmp_path / "out", "--every", 1, "-q")
+    assert result.exit_code == 0, result.stderr
+    assert "dropped the stream's first 3 frames" in result.stderr and f"{announced - 3} of the {announced} frames" in result.stderr
+    rows = rows_of(tmp_path / "out" / "predictions.csv")
+    assert {int(r["frame"]) for r in rows} == set(range(announced - 3))
+    assert not any(r["status"].startswith("error") for r in rows)
+    assert len(video_streams(tmp_path / "out" / "phone.mp4")["times"]) == announced - 3
+
+
+def test_the_same_clip_cut_short_still_fails_with_its_status_row(tmp_path):
+    announced = clip_starting_between_key_frames(tmp_path / "phone.mp4", frames=40, dropped=3, picture=moving_texture)
+    data = (tmp_path / "phone.mp4").read_bytes()
+    (tmp_path / "phone.mp4").write_bytes(data[:len(data) * 6 // 10])
+    result = run("video", tmp_path / "phone.mp4", "-o", tmp_path / "out", "--every", 1, "-q")
+    assert result.exit_code == 1 and "dropped" not in result.stderr
+    rows = rows_of(tmp_path / "out" / "predictions.csv")
+    read = {int(r["frame"]) for r in rows if r["frame"]}
+    assert 0 < len(read) < announced - 3 and read == set(range(len(read)))
+    assert rows[-1]["status"] == (f"error: the video ends after {len(read)} of the {announced} frames its header "
+                                  "announces (truncated or damaged)")
+
+
+def test_a_header_counting_more_frames_than_a_whole_file_holds_is_a_note(tmp_path):
+    """An AVI whose header says 40 frames while the whole file (its index after the frames) holds 30."""
+    import struct
+
+    data = mjpeg_clip_bytes(tmp_path, frames=30)
+    for tag, offset in ((b"avih", 16), (b"strh", 32)):   # dwTotalFrames, the stream's dwLength
+        struct.pack_into("<I", data, data.find(tag) + 8 + offset, 40)
+    (tmp_path / "clip.avi").write_bytes(bytes(data))
+    result = run("video", tmp_path / "clip.avi", "-o", tmp_path / "out", "--every", 1, "-q")
+    assert result.exit_code == 0, result.stderr
+    assert "its header announces 40 frames but the file holds 30" in result.stderr
+    assert {int(r["frame"]) for r in rows_of(tmp_path / "out" / "predictions.csv")} == set(range(30))
 
 
 def test_codec_choices_match_the_writer():
