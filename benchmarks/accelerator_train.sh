@@ -55,6 +55,7 @@ start=$(date +%s.%N)
 status=0
 timeout "${LIMIT_S:-540}" "$PYTHON" -m fercli train "$ACCEL/data.npz" --arch "${ARCH:-vgg-flat}" --epochs "$epochs" \
     --batch-size "${BATCH:-128}" --out "$run/model.keras" || status=$?
+echo >&2   # after a progress bar cut off mid-line
 "$PYTHON" - "$run" "$start" "$(date +%s.%N)" "$epochs" "$status" <<'EOF'
 import csv, json, sys
 from pathlib import Path
