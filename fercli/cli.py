@@ -81,7 +81,7 @@ def main(max_pixels):
 @click.option("--num-processes", type=click.IntRange(1), default=None, help="--distributed: how many processes [default: $KERAS_DISTRIBUTION_NUM_PROCESSES].")
 @click.option("--process-id", type=click.IntRange(0), default=None, help="--distributed: this process's number, 0 writes the model [default: $KERAS_DISTRIBUTION_PROCESS_ID].")
 def train(data, out, resume, distributed, coordinator, num_processes, process_id, **options):
-    """Train an emotion model on DATA (class folders, DATA/{train,val}/<class>/, or fer2013.csv).
+    """Train an emotion model on DATA (class folders, DATA/{train,val}/<class>/, fer2013.csv, or a pack from `fercli pack`).
 
     \b
     Examples:
@@ -151,6 +151,31 @@ def eval_command(data, model_name, split, json_path, output, predictions_path, r
         written.append(model.path)
     click.echo("wrote " + ", ".join(str(p) for p in written))
     skipped_and_exit(result.get("skipped", 0))
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("data", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+def pack(data, out):
+    """Pack a data set into one file that train and eval read as they read it.
+
+    DATA: class folders, DATA/{train,val,test}/<class>/, or fer2013.csv. OUT
+    reads back with the same splits, classes, labels, images and sources. Each
+    image keeps its file's bytes (a CSV row: a lossless PNG); unreadable
+    images are left out, named. For moving training data to another machine
+    (an accelerator) in one piece; it loads in seconds.
+
+    \b
+    Example:  fercli pack ../shared/data/fer2013 fer2013.npz
+              fercli train fer2013.npz --epochs 30 --out models/mine.keras
+    """
+    from fercli.pack import write_pack
+
+    result = write_pack(data, out, warn=warn)
+    splits = ", ".join(f"{name} {n:,}" for name, n in result["splits"].items())
+    click.echo(f"packed {sum(result['splits'].values()):,} images ({splits}; {len(result['classes'])} classes) into {out}: "
+               f"{result['pack_bytes'] / 1e6:.1f} MB (the images' encoded bytes: {result['encoded_bytes'] / 1e6:.1f} MB)")
+    skipped_and_exit(result["skipped"])
 
 
 def skipped_and_exit(skipped: int) -> None:

@@ -290,11 +290,10 @@ def read_class_folders(folder: str | os.PathLike, size: int = 48, warn=None) -> 
     return Dataset(np.stack(images), np.array(labels, dtype=np.int64), names, str(folder), skipped, sources)
 
 
-def read_fer2013_csv(path: str | os.PathLike, size: int = 48) -> dict[str, Dataset]:
-    """The challenge file `emotion,pixels,Usage` -> {"train"|"val"|"test": Dataset}.
-    Each image's source is `<path>:<line>`, its line in the file (the header is line 1)."""
+def fer2013_rows(path: str | os.PathLike):
+    """The rows of the challenge file `emotion,pixels,Usage`, in order: (split,
+    label, uint8 pixels (side, side), source `<path>:<line>`; the header is line 1)."""
     path = Path(path)
-    rows: dict[str, tuple[list, list, list]] = {}
     with open(path, newline="") as handle:
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
@@ -316,11 +315,19 @@ def read_fer2013_csv(path: str | os.PathLike, size: int = 48) -> dict[str, Datas
             except (ValueError, IndexError):
                 raise UserError(f"{path}, line {line_number}: not a valid 'emotion,pixels,Usage' row.") from None
             usage = row[usage_column].strip() if usage_column is not None and len(row) > usage_column else "Training"
-            split = FER2013_USAGE_SPLIT.get(usage, usage.lower())
-            images, labels, sources = rows.setdefault(split, ([], [], []))
-            images.append(prepare_face(pixels.reshape(side, side), size))
-            labels.append(label)
-            sources.append(f"{path}:{line_number}")
+            yield FER2013_USAGE_SPLIT.get(usage, usage.lower()), label, pixels.reshape(side, side), f"{path}:{line_number}"
+
+
+def read_fer2013_csv(path: str | os.PathLike, size: int = 48) -> dict[str, Dataset]:
+    """The challenge file `emotion,pixels,Usage` -> {"train"|"val"|"test": Dataset}.
+    Each image's source is `<path>:<line>`, its line in the file (the header is line 1)."""
+    path = Path(path)
+    rows: dict[str, tuple[list, list, list]] = {}
+    for split, label, pixels, source in fer2013_rows(path):
+        images, labels, sources = rows.setdefault(split, ([], [], []))
+        images.append(prepare_face(pixels, size))
+        labels.append(label)
+        sources.append(source)
     if not rows:
         raise UserError(f"{path} has no data rows.")
     return {
@@ -332,14 +339,20 @@ def read_fer2013_csv(path: str | os.PathLike, size: int = 48) -> dict[str, Datas
 
 def read_dataset(path: str | os.PathLike, size: int = 48, warn=None) -> dict[str, Dataset]:
     """Any supported layout -> {split: Dataset}. A class-folder tree without
-    split folders comes back as {"all": Dataset}."""
+    split folders comes back as {"all": Dataset}; a pack file (`fercli pack`)
+    comes back as the data it was packed from."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist.")
     if path.is_file():
-        if path.suffix.lower() != ".csv":
-            raise UserError(f"{path} is not a data set: pass a folder of class folders or a fer2013.csv file.")
-        return read_fer2013_csv(path, size)
+        from fercli.pack import is_pack, read_pack
+
+        if path.suffix.lower() == ".csv":
+            return read_fer2013_csv(path, size)
+        if is_pack(path):
+            return read_pack(path, size)
+        raise UserError(f"{path} is not a data set: pass a folder of class folders, a fer2013.csv file "
+                        "or a pack made by `fercli pack`.")
     splits = {name: path / name for name in SPLIT_NAMES if (path / name).is_dir()}
     if splits:
         datasets = {name: read_class_folders(folder, size, warn) for name, folder in splits.items()}
