@@ -182,3 +182,55 @@ def test_loop_turns_a_failing_sink_into_an_error_row(tmp_path):
         stats = run(iter([Item("a.png", Path("a.png"), picture())]), FixedAnalyzer(), records, [Broken()])
     assert stats.failed == [("a.png", "disk full")]
     assert [r["status"] for r in rows(tmp_path / "p.csv")] == ["error: disk full"]
+
+
+def test_overlapped_loop_stops_on_a_sink_and_raises_what_breaks(tmp_path):
+    """With reading and writing on their own threads (files), a sink's StopRun
+    still ends the run soon after, and an unexpected error reaches the caller
+    with the rest of the source left unread."""
+    read = []
+
+    def source(n):
+        for i in range(n):
+            read.append(i)
+            yield Item(f"{i}.png", Path(f"{i}.png"), picture())
+
+    class StopAt:
+        def __init__(self, at, error):
+            self.at, self.error = at, error
+
+        def write(self, item, faces):
+            if item.source == f"{self.at}.png":
+                raise self.error
+
+    with RecordSink(tmp_path / "p.csv", CLASSES) as records:
+        stats = run(source(200), FixedAnalyzer(), records, [StopAt(5, StopRun())])
+    assert 5 <= len(rows(tmp_path / "p.csv")) < 100 and stats.items < 100 and len(read) < 100
+    read.clear()
+    with RecordSink(tmp_path / "q.csv", CLASSES) as records, pytest.raises(RuntimeError, match="sink broke"):
+        run(source(200), FixedAnalyzer(), records, [StopAt(5, RuntimeError("sink broke"))])
+    assert len(read) < 100
+
+
+def test_overlapped_loop_holds_a_bounded_number_of_pictures(tmp_path):
+    """Pictures read but not yet written stay bounded by the loop's pixel
+    budgets (memory follows the largest picture), whatever the source's length."""
+    from fercli.run import BATCH_PIXELS, PIXELS_QUEUED
+
+    alive, most = [0], [0]
+
+    def source(n):
+        for i in range(n):
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+            yield Item(f"{i}.jpg", Path(f"{i}.jpg"), np.zeros((2000, 3000, 3), np.uint8))   # 6 megapixels
+
+    class Forget:
+        def write(self, item, faces):
+            alive[0] -= 1
+
+    with RecordSink(tmp_path / "p.csv", CLASSES) as records:
+        stats = run(source(60), FixedAnalyzer(), records, [Forget()])
+    assert stats.items == 60 and alive[0] == 0
+    per_queue, per_batch = PIXELS_QUEUED // 6_000_000 + 1, BATCH_PIXELS // 6_000_000 + 1
+    assert most[0] <= 2 * per_queue + per_batch + 3   # read ahead, the batch, waiting to be written, one in each thread
