@@ -362,7 +362,7 @@ def predict_images(paths, path, recursive, output, model_name, no_images, jsonl,
 @main.command(epilog=EXIT_CODES)
 @click.argument("videos", nargs=-1)
 @click.option("--camera", type=int, default=None, help="Live camera device number instead of files.")
-@click.option("--show", is_flag=True, help="Show the annotated frames in a window (needs a display).")
+@click.option("--show", is_flag=True, help="Show the annotated frames in a window (needs a display, and opencv-python in place of opencv-python-headless).")
 @click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for annotated videos, predictions.csv, timelines and summaries.")
 @click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model).")
 @detector_options
@@ -399,12 +399,13 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
     """
     from fercli.report import show_video_summary
     from fercli.sources import collect_videos
-    from fercli.video import VideoOptions, detection_scaling, display_available, run_camera, run_videos
+    from fercli.video import VideoOptions, detection_scaling, preview_unavailable, run_camera, run_videos
 
     if detector["engine"] == "ray" and (camera is not None or show):
         raise UserError("--engine ray runs video files; the camera and --show run on the local engine.")
-    if show and not display_available():
-        click.echo("note: --show needs a display and none was found here; writing files only.", err=True)
+    reason = preview_unavailable() if show else None
+    if reason:
+        click.echo(f"note: {reason}; writing files only.", err=True)
         show = False
     files = collect_videos(videos) if camera is None else []
     out = Path(output)
