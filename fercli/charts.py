@@ -2,13 +2,40 @@
 pyplot: no display, no GUI backend, a third of the import time). Each chart's data is
 also written as CSV by its caller, for users who plot themselves. Every PNG is
 written whole to a side file and renamed over its path, so a killed run leaves
-the old chart or the new one."""
+the old chart or the new one. matplotlib is the extra fercli[plots]: without it
+each draw function writes nothing and returns False, and the commands print
+NO_CHARTS once."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import numpy as np
+
+NO_CHARTS = 'note: charts need matplotlib (pip install "fercli[plots]"); wrote the CSV data only.'
+
+
+def charts_available() -> bool:
+    """Whether matplotlib is installed (found, not imported: that is left to the chart)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _drawn(draw):
+    """`draw` returns True once its PNG is written; False, writing nothing, without matplotlib."""
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs) -> bool:
+        if not charts_available():
+            return False
+        draw(*args, **kwargs)
+        return True
+
+    return drawn
 
 
 def load_in_background() -> None:
@@ -16,7 +43,8 @@ def load_in_background() -> None:
     for a chart drawn at the end (video's timeline)."""
     import threading
 
-    threading.Thread(target=_load, name="fercli-charts", daemon=True).start()
+    if charts_available():
+        threading.Thread(target=_load, name="fercli-charts", daemon=True).start()
 
 
 def _load():
@@ -41,6 +69,7 @@ def _save(figure, path) -> None:
         partial.unlink(missing_ok=True)
 
 
+@_drawn
 def history_plot(history: dict[str, list[float]], path) -> None:
     """Loss and accuracy per epoch, training and validation, side by side."""
     figure = _figure(figsize=(11, 4))
@@ -55,6 +84,7 @@ def history_plot(history: dict[str, list[float]], path) -> None:
     _save(figure, path)
 
 
+@_drawn
 def confusion_plot(matrix: np.ndarray, classes: list[str], title: str, path) -> None:
     """A confusion matrix: counts, shaded by the share of each true class."""
     matrix = np.asarray(matrix)
@@ -74,6 +104,7 @@ def confusion_plot(matrix: np.ndarray, classes: list[str], title: str, path) -> 
     _save(figure, path)
 
 
+@_drawn
 def reliability_plot(bins: list[dict], title: str, path) -> None:
     """A reliability diagram: per bin of the top probability (`bins`: dicts of low,
     high, n, confidence, accuracy as fercli.calibration.reliability_bins gives),
@@ -102,6 +133,7 @@ def reliability_plot(bins: list[dict], title: str, path) -> None:
     _save(figure, path)
 
 
+@_drawn
 def timeline_plot(tracks: dict, classes: list[str], colours: dict[str, str], path, max_tracks: int = 6) -> None:
     """Per track (at most `max_tracks` panels), each class's probability against time in seconds.
     `tracks`: {track id: [(time_s, [probability per class]), ...]}."""

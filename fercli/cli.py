@@ -20,6 +20,14 @@ def warn(path: str, reason: str) -> None:
     click.echo(f"warning: {path}: {reason}", err=True)
 
 
+def note_without_charts() -> None:
+    """Once per command that draws charts: where matplotlib is missing, only their CSV data was written."""
+    from fercli.charts import NO_CHARTS, charts_available
+
+    if not charts_available():
+        click.echo(NO_CHARTS, err=True)
+
+
 class FercliGroup(click.Group):
     """Turns UserError into one clear sentence and exit code 2."""
 
@@ -97,6 +105,7 @@ def train(data, out, resume, distributed, coordinator, num_processes, process_id
         from fercli.train import start_processes
 
         processes = start_processes(coordinator, num_processes, process_id)
+    from fercli.charts import charts_available
     from fercli.train import TrainConfig, run_training
 
     cfg = TrainConfig(**options)
@@ -112,7 +121,8 @@ def train(data, out, resume, distributed, coordinator, num_processes, process_id
         best = result["best_val_accuracy"]
         click.echo(f"saved {out_path}" + (f" (val accuracy {best:.2%}, epoch {result['best_epoch']})" if best is not None
                                           else " (no validation data: the last epoch)")
-                   + f"; history in {out_path.with_suffix('')}.history.csv/.png")
+                   + f"; history in {out_path.with_suffix('')}.history.csv" + ("/.png" if charts_available() else ""))
+    note_without_charts()
     skipped_and_exit(result.get("skipped", 0))
 
 
@@ -121,7 +131,7 @@ def train(data, out, resume, distributed, coordinator, num_processes, process_id
 @click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model).")
 @click.option("--split", default=None, help="Which split to score (fer2013.csv: PrivateTest by default, else PublicTest).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the scores as JSON here.")
-@click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for the confusion matrix and reliability diagram (CSV and PNG).")
+@click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for the confusion matrix and reliability diagram (CSV, and PNG with matplotlib).")
 @click.option("--predictions", "predictions_path", type=click.Path(), default=None,
               help="Write one CSV row per image here: source,label,predicted,confidence,p_<class>...")
 @click.option("--record", is_flag=True, help="Store the accuracy in the model file (per inference precision), for `fercli models`.")
@@ -150,6 +160,7 @@ def eval_command(data, model_name, split, json_path, output, predictions_path, r
         record_accuracy(model.path, result, model.precision)
         written.append(model.path)
     click.echo("wrote " + ", ".join(str(p) for p in written))
+    note_without_charts()
     skipped_and_exit(result.get("skipped", 0))
 
 
@@ -362,7 +373,7 @@ def predict_images(paths, path, recursive, output, model_name, no_images, jsonl,
 @main.command(epilog=EXIT_CODES)
 @click.argument("videos", nargs=-1)
 @click.option("--camera", type=int, default=None, help="Live camera device number instead of files.")
-@click.option("--show", is_flag=True, help="Show the annotated frames in a window (needs a display).")
+@click.option("--show", is_flag=True, help="Show the annotated frames in a window (needs a display, and opencv-python in place of opencv-python-headless).")
 @click.option("-o", "--output", default="output", show_default=True, type=click.Path(file_okay=False), help="Folder for annotated videos, predictions.csv, timelines and summaries.")
 @click.option("--model", "model_name", default=None, help="Model file or shipped model name (default: the shipped default model).")
 @detector_options
@@ -386,8 +397,9 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
     time, the input's audio kept; an input's folders are mirrored under
     OUTPUT), OUTPUT/predictions.csv with one row per face per frame (frame,
     time_s: the frame's real time, track), and per video a timeline plot
-    (<name>.timeline.png, its data in <name>.timeline.csv) and a summary of the
-    time each face spends in each emotion (<name>.summary.json).
+    (<name>.timeline.png, with matplotlib; its data in <name>.timeline.csv)
+    and a summary of the time each face spends in each emotion
+    (<name>.summary.json).
 
     \b
     Examples:
@@ -399,12 +411,13 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
     """
     from fercli.report import show_video_summary
     from fercli.sources import collect_videos
-    from fercli.video import VideoOptions, detection_scaling, display_available, run_camera, run_videos
+    from fercli.video import VideoOptions, detection_scaling, preview_unavailable, run_camera, run_videos
 
     if detector["engine"] == "ray" and (camera is not None or show):
         raise UserError("--engine ray runs video files; the camera and --show run on the local engine.")
-    if show and not display_available():
-        click.echo("note: --show needs a display and none was found here; writing files only.", err=True)
+    reason = preview_unavailable() if show else None
+    if reason:
+        click.echo(f"note: {reason}; writing files only.", err=True)
         show = False
     files = collect_videos(videos) if camera is None else []
     out = Path(output)
@@ -414,9 +427,12 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
     if camera is not None:
         report, summary = run_camera(camera, analyzer, out, options, on_error=warn)
         show_video_summary([(report, summary)], out)
+        note_without_charts()
         sys.exit(0)
     done, failed = run_videos(files, analyzer, out, options, on_error=warn)
     show_video_summary(done, out)
+    if done:
+        note_without_charts()
     sys.exit(1 if failed else 0)
 
 

@@ -119,7 +119,8 @@ def write_predictions(path: Path, sources: list[str], labels: np.ndarray, probab
 
 
 def write_reports(result: dict, out_dir: Path, stem: str) -> list[Path]:
-    """Confusion matrix and reliability diagram, each as CSV and PNG, under out_dir."""
+    """Confusion matrix and reliability diagram, each as CSV and (with matplotlib)
+    PNG, under out_dir; returns the files written."""
     from fercli.charts import confusion_plot, reliability_plot
     from fercli.sinks import write_csv_atomically
 
@@ -127,16 +128,18 @@ def write_reports(result: dict, out_dir: Path, stem: str) -> list[Path]:
     csv_path, png_path = out_dir / f"{stem}.confusion.csv", out_dir / f"{stem}.confusion.png"
     write_csv_atomically(csv_path, [["true \\ predicted", *result["classes"]]]
                          + [[name, *row] for name, row in zip(result["classes"], result["confusion"])])
-    confusion_plot(np.array(result["confusion"]), result["classes"], f"accuracy {result['accuracy']:.2%} (n={result['n']})", png_path)
-    written = [csv_path, png_path]
+    written = [csv_path]
+    if confusion_plot(np.array(result["confusion"]), result["classes"], f"accuracy {result['accuracy']:.2%} (n={result['n']})", png_path):
+        written.append(png_path)
     calibration = result.get("calibration")
     if calibration:
         bins = calibration["reliability"]
         bins_csv, bins_png = out_dir / f"{stem}.reliability.csv", out_dir / f"{stem}.reliability.png"
         write_csv_atomically(bins_csv, [list(RELIABILITY_COLUMNS)]
                              + [["" if b[k] is None else b[k] for k in RELIABILITY_COLUMNS] for b in bins])
-        reliability_plot(bins, f"expected calibration error {calibration['ece']:.2%} (n={result['n']})", bins_png)
-        written += [bins_csv, bins_png]
+        written.append(bins_csv)
+        if reliability_plot(bins, f"expected calibration error {calibration['ece']:.2%} (n={result['n']})", bins_png):
+            written.append(bins_png)
     return written
 
 

@@ -36,6 +36,8 @@ def show_predict_summary(summary, output: Path) -> None:
 def show_video_summary(done, output: Path) -> None:
     from rich.table import Table
 
+    from fercli.charts import charts_available
+
     out = console(stderr=True)
     for report, summary in done:
         table = Table(title=f"{report.source}: {report.frames} frames, {report.analysed} analysed, "
@@ -48,7 +50,8 @@ def show_video_summary(done, output: Path) -> None:
             shares = ", ".join(f"{c} {s:.0%}" for c, s in sorted(info["share"].items(), key=lambda kv: -kv[1]))
             table.add_row(track, f"{info['seconds']}", shares)
         out.print(table)
-    out.print(f"results in {output}/ (predictions.csv, *.timeline.png and .csv, *.summary.json)")
+    timeline = "*.timeline.png and .csv" if charts_available() else "*.timeline.csv"
+    out.print(f"results in {output}/ (predictions.csv, {timeline}, *.summary.json)")
 
 
 def show_scores(result: dict, model_name: str) -> None:

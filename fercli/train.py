@@ -2,8 +2,8 @@
 
 Data stay in memory as uint8; augmentation runs batched in Keras ops
 (`augment.py`), so training also runs on Keras' JAX backend; every epoch writes
-a resumable checkpoint, the history (CSV + PNG) and, when validation accuracy
-improves, the model with its metadata.
+a resumable checkpoint, the history (CSV, and PNG with matplotlib) and, when
+validation accuracy improves, the model with its metadata.
 
 `--distributed`: data-parallel training over several processes (machines) with
 Keras' own distribution API on the JAX backend (`keras.distribution.DataParallel`

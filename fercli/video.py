@@ -139,6 +139,26 @@ def display_available() -> bool:
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def opencv_has_windows() -> bool:
+    """Whether this OpenCV can open a window: opencv-python can, opencv-python-headless
+    (the plain install's) cannot. Asks the build, opening nothing."""
+    import cv2
+
+    if hasattr(cv2, "currentUIFramework"):   # "" without a GUI backend
+        return bool(cv2.currentUIFramework())
+    return "NONE" not in cv2.getBuildInformation().partition("GUI:")[2].split("\n", 1)[0]
+
+
+def preview_unavailable() -> str | None:
+    """Why `--show` cannot open its preview window here, in one sentence; None when it can."""
+    if not display_available():
+        return "--show needs a display and none was found here"
+    if not opencv_has_windows():
+        return ("--show needs OpenCV with window support "
+                "(pip uninstall opencv-python-headless && pip install opencv-python)")
+    return None
+
+
 def write_timeline_csv(report: VideoReport, classes: list[str], path: Path) -> None:
     """The timeline plot's data: one row per track per analysed or carried frame."""
     import csv

@@ -15,19 +15,36 @@ from tests.conftest import REPO, FIXTURE_FACE, run, synthetic_faces, write_image
 HIDE = ("tensorflow", "keras", "jax")
 
 
-def without_tensorflow(tmp_path: Path, *args, cwd=REPO) -> subprocess.CompletedProcess:
+def without_tensorflow(tmp_path: Path, *args, cwd=REPO, hide=HIDE) -> subprocess.CompletedProcess:
     """`fercli ARGS` in a process where importing TensorFlow, Keras or JAX fails,
-    as after `pip install fercli` without the train extra."""
-    hide = tmp_path / "hidden"
-    hide.mkdir(exist_ok=True)
+    as after `pip install fercli` without the train extra (`hide`: the top-level
+    packages that fail, e.g. HIDE + ("matplotlib",) without the plots extra too)."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(exist_ok=True)
     # a meta path finder that refuses them, to import and to importlib.util.find_spec alike
-    (hide / "sitecustomize.py").write_text(
+    (hidden / "sitecustomize.py").write_text(
         "import sys\nclass Refuse:\n    def find_spec(self, name, path=None, target=None):\n"
-        f"        if name.split('.')[0] in {sorted(HIDE)!r}:\n            raise ModuleNotFoundError(name)\n"
+        f"        if name.split('.')[0] in {sorted(hide)!r}:\n            raise ModuleNotFoundError(name)\n"
         "sys.meta_path.insert(0, Refuse())\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hide), str(REPO)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hidden), str(REPO)]))
     return subprocess.run([sys.executable, "-m", "fercli", *map(str, args)], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=300)
+
+
+def face_clip(path: Path) -> Path:
+    """12 frames of one face, phone-style (H.264 + AAC)."""
+    face = __import__("cv2").imread(str(FIXTURE_FACE))
+    canvas = np.full((240, 320, 3), 90, np.uint8)
+    canvas[40:200, 80:240] = __import__("cv2").resize(face, (160, 160))
+    phone_clip(path, frames=12, picture=lambda i: canvas)
+    return path
+
+
+def labelled_crops(folder: Path) -> Path:
+    """12 synthetic face crops in happy/ and sad/."""
+    for i, crop in enumerate(synthetic_faces(12, seed=3)):
+        write_image(folder / ("happy" if i % 2 else "sad") / f"{i}.png", crop)
+    return folder
 
 
 def test_predict_video_and_eval_run_without_tensorflow(tmp_path):
@@ -36,20 +53,31 @@ def test_predict_video_and_eval_run_without_tensorflow(tmp_path):
     with open(tmp_path / "p" / "predictions.csv", newline="") as handle:
         assert [row["emotion"] for row in csv.DictReader(handle)] == ["happy"]
 
-    face = __import__("cv2").imread(str(FIXTURE_FACE))
-    canvas = np.full((240, 320, 3), 90, np.uint8)
-    canvas[40:200, 80:240] = __import__("cv2").resize(face, (160, 160))
-    phone_clip(tmp_path / "clip.mp4", frames=12, picture=lambda i: canvas)
-    done = without_tensorflow(tmp_path, "video", tmp_path / "clip.mp4", "-o", tmp_path / "v", "-q")
+    done = without_tensorflow(tmp_path, "video", face_clip(tmp_path / "clip.mp4"), "-o", tmp_path / "v", "-q")
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "v" / "clip.mp4").is_file()
+    assert (tmp_path / "v" / "clip.mp4").is_file() and (tmp_path / "v" / "clip.timeline.png").is_file()
 
-    crops = synthetic_faces(12, seed=3)
-    for i, crop in enumerate(crops):
-        write_image(tmp_path / "crops" / ("happy" if i % 2 else "sad") / f"{i}.png", crop)
-    done = without_tensorflow(tmp_path, "eval", tmp_path / "crops", "-o", tmp_path / "e", "--json", tmp_path / "e.json")
+    done = without_tensorflow(tmp_path, "eval", labelled_crops(tmp_path / "crops"), "-o", tmp_path / "e", "--json", tmp_path / "e.json")
     assert done.returncode == 0, done.stderr
     assert '"n": 12' in (tmp_path / "e.json").read_text()
+
+
+def test_video_and_eval_without_matplotlib_write_the_csv_data_and_say_so(tmp_path):
+    """The plain install has no matplotlib (the plots extra): each chart's CSV, no PNG, one note."""
+    note = 'note: charts need matplotlib (pip install "fercli[plots]"); wrote the CSV data only.'
+    done = without_tensorflow(tmp_path, "video", face_clip(tmp_path / "clip.mp4"), "-o", tmp_path / "v", "-q",
+                              hide=HIDE + ("matplotlib",))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "v" / "clip.mp4").is_file() and (tmp_path / "v" / "clip.timeline.csv").stat().st_size > 0
+    assert not list((tmp_path / "v").glob("*.png"))
+    assert done.stderr.count(note) == 1 and "timeline.png" not in done.stderr, done.stderr
+
+    done = without_tensorflow(tmp_path, "eval", labelled_crops(tmp_path / "crops"), "-o", tmp_path / "e",
+                              hide=HIDE + ("matplotlib",))
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in (tmp_path / "e").iterdir()} == {"eval_default.confusion.csv", "eval_default.reliability.csv"}
+    assert done.stderr.count(note) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "wrote " in done.stdout and ".png" not in done.stdout
 
 
 def test_serve_answers_without_tensorflow(tmp_path):

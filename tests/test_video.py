@@ -193,6 +193,20 @@ def test_codec_choices_match_the_writer():
     assert list(choices) == list(fercli.videoio.CODECS)
 
 
+def test_show_without_window_support_says_what_to_install_and_writes_the_files(tmp_path, monkeypatch):
+    """opencv-python-headless (the plain install's) opens no window: --show is a note, not a failure."""
+    import fercli.video
+
+    monkeypatch.setattr(fercli.video, "display_available", lambda: True)
+    monkeypatch.setattr(fercli.video, "opencv_has_windows", lambda: False)
+    phone_clip(tmp_path / "clip.mp4", frames=6)
+    result = run("video", tmp_path / "clip.mp4", "-o", tmp_path / "out", "-q", "--show")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("note: --show needs OpenCV with window support (pip uninstall opencv-python-headless "
+                               "&& pip install opencv-python); writing files only.") == 1
+    assert (tmp_path / "out" / "clip.mp4").is_file()
+
+
 def test_no_video_given_and_missing_camera(tmp_path):
     result = run("video", "-o", tmp_path)
     assert result.exit_code == 2 and "no video given" in result.stderr
