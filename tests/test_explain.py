@@ -26,7 +26,7 @@ def corner_model(tmp_path_factory):
         write_image(root / "data" / "upper" / f"{i}.png", square_image(rng, top=True))
         write_image(root / "data" / "lower" / f"{i}.png", square_image(rng, top=False))
         write_image(root / "data" / "none" / f"{i}.png", square_image(rng, top=None))
-    result = run("train", root / "data", "--arch", "vgg-small-flat", "--epochs", 20, "--batch-size", 32, "--label-smoothing", 0,
+    result = run("train", root / "data", "--arch", "vgg-small-flat", "--epochs", 6, "--batch-size", 32, "--label-smoothing", 0,
                  "--val-split", 0.2, "--out", root / "corners.keras")
     assert result.exit_code == 0, result.output + result.stderr
     return EmotionModel(root / "corners.keras")
