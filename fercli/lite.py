@@ -4,8 +4,8 @@ and eval.
 
 A `.lite` model file is a zip archive of
 - `float32.onnx`: the network with its batch norms folded (the Keras model's
-  probabilities to 1e-5; weights stored as float16 where the Keras file
-  stores them so),
+  probabilities to 1e-4; its weights stored as float16 where the Keras file
+  stores them so and the folded weights move no probability by more than 1e-4),
 - `int8.onnx`: the same statically quantized (QDQ: int8 weights per channel,
   uint8 activations with ranges measured on training images); the convolutions
   on the image itself stay float32, where int8 costs a point of accuracy and
@@ -159,6 +159,31 @@ def store_float16(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+FLOAT16_TOLERANCE = 1e-4   # the most a probability may move for float32 weights to be stored as float16
+
+
+def _store_float16_if_exact(path: Path, images: np.ndarray | None, size: int) -> bool:
+    """Store the network's weights as float16 where that moves no probability
+    by more than FLOAT16_TOLERANCE on `images` (random crops without them):
+    true of a float16 model whose batch norms folded into little, not of one
+    whose folded weights float16 cannot hold. Returns whether it did."""
+    if images is None:
+        images = np.random.default_rng(0).integers(0, 256, (64, size, size), dtype=np.uint8)
+    crops = images[:256].astype(np.float32)[..., None]
+    before = _run_onnx(path.read_bytes(), crops)
+    original = path.read_bytes()
+    store_float16(path)
+    if np.abs(_run_onnx(path.read_bytes(), crops) - before).max() <= FLOAT16_TOLERANCE:
+        return True
+    path.write_bytes(original)
+    return False
+
+
+def _run_onnx(network: bytes, crops: np.ndarray) -> np.ndarray:
+    session = onnx_session(network)
+    return session.run(None, {session.get_inputs()[0].name: crops})[0]
+
+
 def calibration_sample(images: np.ndarray, count: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
     """A fixed random sample of training crops for int8's activation ranges."""
     pick = np.random.default_rng(seed).choice(len(images), min(count, len(images)), replace=False)
@@ -204,7 +229,8 @@ def export_lite(keras_path: str | os.PathLike, out: str | os.PathLike, calibrati
             with quietly():
                 quantize_int8(float_onnx, int8_onnx, calibration_images)
         if float16_weights:
-            store_float16(float_onnx)
+            float16_weights = _store_float16_if_exact(float_onnx, calibration_images, size)
+            exported["lite"]["float32_weights_stored_as"] = "float16" if float16_weights else "float32"
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.write(float_onnx, "float32.onnx")
             if calibration_images is not None:
