@@ -9,7 +9,7 @@ A `.lite` model file is a zip archive of
 - `int8.onnx`: the same statically quantized (QDQ: int8 weights per channel,
   uint8 activations with ranges measured on training images); the convolutions
   on the image itself stay float32, where int8 costs a point of accuracy and
-  saves little. About 1.9x float32's crops/s on an AVX2 CPU, within 0.1 point
+  saves little. 1.6-1.9x float32's crops/s on an AVX2 CPU, within 0.2 point
   on FER-2013 PublicTest (benchmarks/bench_models.py),
 - `fercli.json`: the Keras file's metadata, plus what was exported.
 
@@ -170,8 +170,8 @@ def _store_float16_if_exact(path: Path, images: np.ndarray | None, size: int) ->
     if images is None:
         images = np.random.default_rng(0).integers(0, 256, (64, size, size), dtype=np.uint8)
     crops = images[:256].astype(np.float32)[..., None]
-    before = _run_onnx(path.read_bytes(), crops)
     original = path.read_bytes()
+    before = _run_onnx(original, crops)
     store_float16(path)
     if np.abs(_run_onnx(path.read_bytes(), crops) - before).max() <= FLOAT16_TOLERANCE:
         return True
