@@ -1,7 +1,8 @@
 """Photo folders: wall time and peak resident memory of the whole `fercli
 predict` command on a folder of large photographs (default 16 photos of 12
-megapixels, 4000x3000 JPEG, each with 1-3 faces of 300-900 px on a textured
-background), start-up included; with the CPU's instruction sets beside the
+megapixels, 4000x3000 JPEG, each with 1-3 faces of a tenth to a third of the
+photo's height on a textured background; `--megapixels 1.2` is the median size
+of a folder of real portraits), start-up included; with the CPU's instruction sets beside the
 figures. Runs on a clone without data sets (the faces come from the test
 fixture when ../shared/data is missing).
 
@@ -38,7 +39,7 @@ def make_photos(folder: Path, count: int, megapixels: float, seed: int = 0) -> i
         n = int(rng.integers(1, 4))
         for k in range(n):
             face, _ = load_face(pool[int(rng.integers(len(pool)))])
-            side = int(rng.integers(300, 900))
+            side = int(height * rng.uniform(0.1, 0.33))
             paste(canvas, face, (k + 0.5) * width / n, height * float(rng.uniform(0.35, 0.65)), side)
         cv2.imwrite(str(folder / f"photo{i:03d}.jpg"), canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
         faces += n

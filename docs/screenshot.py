@@ -1,10 +1,12 @@
 """Re-make docs/serve.png: start `fercli serve`, upload docs/example.jpg (the
 README's first example: a public-domain NASA portrait of the astronaut Eileen
 Collins, from scikit-image's sample data) in headless Chromium (Debian's
-chromium + playwright), screenshot the page.
+chromium + playwright), screenshot the page, stored with a 256-colour palette
+(a third of the size; a page of flat colours looks the same).
 
     python docs/screenshot.py
 """
+import io
 import socket
 import subprocess
 import sys
@@ -40,10 +42,15 @@ def main():
             page.check("#explain")
             page.set_input_files("#file", str(image))
             page.wait_for_selector("div.cams img", timeout=60000)
-            page.screenshot(path=str(DOCS / "serve.png"), full_page=True)
+            shot = page.screenshot(full_page=True)
             browser.close()
+        from PIL import Image
+
+        Image.open(io.BytesIO(shot)).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE) \
+            .save(DOCS / "serve.png", optimize=True)
     finally:
         server.terminate()
+
 
 if __name__ == "__main__":
     main()

@@ -481,18 +481,22 @@ def ensemble(models, out, tta, weights_dtype, val_data):
               help="Labelled or unlabelled face crops whose activation ranges the int8 network is quantized with "
                    "[default: the model's training data, where it still is; else --val].")
 @click.option("--val", "val_data", default=None, type=click.Path(), help="Labelled data to measure (and record) each precision's accuracy on, e.g. fer2013/val.")
-def export(model, out, calibration_data, val_data):
-    """Export a Keras model (a .keras file or a shipped name) for the lean
+@click.option("--no-int8", is_flag=True, help="Write the float32 network only: a smaller file, slower on the CPU.")
+def export(model, out, calibration_data, val_data, no_int8):
+    """Export a Keras model (a .keras file, or a shipped name) for the lean
     runtime: one .lite file with a float32 and an int8 ONNX network, which
     predict, video, serve and eval run on ONNX Runtime without TensorFlow
-    (--model FILE.lite). Needs TensorFlow (pip install "fercli[train]").
+    (--model FILE.lite), and the Keras architecture, so the file is the
+    model's one copy. With --val, int8 is left out where it measures more than
+    0.3 point below float32. Needs TensorFlow (pip install "fercli[train]").
 
     \b
     Example:  fercli export models/mine.keras --val ../shared/data/fer2013/val
     """
     from fercli.data import read_dataset
     from fercli.evaluate import evaluate
-    from fercli.lite import LITE_PRECISIONS, LITE_SUFFIX, calibration_sample, export_lite, read_lite_metadata
+    from fercli.lite import (INT8_TOLERANCE, LITE_PRECISIONS, LITE_SUFFIX, calibration_sample, drop_int8, export_lite,
+                             read_lite_metadata)
     from fercli.modelfile import read_metadata, record_accuracy, resolve_model_path
     from fercli.tf_quiet import require_tensorflow
 
@@ -501,21 +505,31 @@ def export(model, out, calibration_data, val_data):
     target = Path(out) if out else source.with_name(source.stem + LITE_SUFFIX)
     if not target.name.endswith(LITE_SUFFIX):
         raise UserError(f"--out {target} must end in {LITE_SUFFIX}.")
+    if target.resolve() == source.resolve():
+        raise UserError(f"exporting would overwrite {source}, the model it reads: give --out NEW.lite.")
     metadata = read_metadata(source)
     trained_on = str(metadata.get("data", "")).split(" + ")[0]
     calibration_data = calibration_data or (trained_on if trained_on and Path(trained_on).exists() else val_data)
     images = None
-    if calibration_data:
+    if calibration_data and not no_int8:
         splits = read_dataset(calibration_data, int(metadata["input_size"]), warn=warn)
         images = calibration_sample(splits.get("train", next(iter(splits.values()))).images)
     export_lite(source, target, images, calibration_data or "")
+    if no_int8:
+        drop_int8(target, "left out (fercli export --no-int8)")
     precisions = read_lite_metadata(target)["precisions"]
     click.echo(f"saved {target} ({target.stat().st_size / 1e6:.1f} MB: {' and '.join(reversed(precisions))} networks)"
-               + ("" if images is not None else "; int8 needs face crops to set its ranges: give --calibration DATA"))
-    for precision in [p for p in LITE_PRECISIONS if p in precisions] if val_data else ():
+               + ("" if images is not None or no_int8 else "; int8 needs face crops to set its ranges: give --calibration DATA"))
+    accuracy = {}
+    for precision in [p for p in reversed(LITE_PRECISIONS) if p in precisions] if val_data else ():
         result, _ = evaluate(val_data, str(target), warn=warn, precision=precision)
         record_accuracy(target, result, precision)
+        accuracy[precision] = result["accuracy"]
         click.echo(f"{precision}: accuracy {result['accuracy']:.2%} on {result['data']} (n={result['n']}), recorded")
+    if "int8" in accuracy and accuracy["int8"] < accuracy["float32"] - INT8_TOLERANCE:
+        drop_int8(target, f"not kept: the static int8 network measured {accuracy['int8']:.2%} on {val_data}, more than "
+                          f"{INT8_TOLERANCE:.1%} below float32 ({accuracy['float32']:.2%})")
+        click.echo(f"int8 left out of {target}: more than {INT8_TOLERANCE:.1%} less accurate than float32")
 
 
 @main.command("calibrate")

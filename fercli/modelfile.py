@@ -75,14 +75,15 @@ def _rewrite_archive(path: Path, replacements: dict[str, str | bytes]) -> None:
 
 def resolve_model_path(name_or_path: str | os.PathLike | None, keras: bool = False) -> Path:
     """A shipped model's name ("default", "accurate") or a file path -> the
-    file: for a name, the lean runtime's .lite file (the .keras one with
-    `keras`: training, explaining, exporting)."""
-    from fercli.lite import LITE_SUFFIX
+    file: for a name, its .lite file. With `keras` (training, explaining,
+    exporting), a file the Keras model loads from: a .keras file, or a .lite
+    file that carries its Keras model (as the shipped ones do)."""
+    from fercli.lite import LITE_SUFFIX, carries_keras_model
 
     name = str(name_or_path or DEFAULT_MODEL)
     folder = resource_dir("models")
     if os.sep not in name and "/" not in name and not name.endswith((".keras", LITE_SUFFIX)):
-        for suffix in (".keras",) if keras else (LITE_SUFFIX, ".keras"):
+        for suffix in (".keras", LITE_SUFFIX) if keras else (LITE_SUFFIX, ".keras"):
             if (folder / f"{name}{suffix}").is_file():
                 return folder / f"{name}{suffix}"
     path = Path(name)
@@ -91,8 +92,10 @@ def resolve_model_path(name_or_path: str | os.PathLike | None, keras: bool = Fal
         raise UserError(f"model {name} not found: give a .keras or .lite file or a shipped model name ({known}).")
     if path.is_dir():
         raise UserError(f"model {name} is a folder: give a .keras or .lite model file.")
-    if keras and path.name.endswith(LITE_SUFFIX):
-        raise UserError(f"{name} is a .lite file, which only runs a model: this needs the .keras file it was exported from.")
+    if keras and path.name.endswith(LITE_SUFFIX) and not carries_keras_model(path):
+        read_metadata(path)   # a damaged file says so first
+        raise UserError(f"{name} holds only the networks that run it (made by an older fercli): this needs the .keras "
+                        "file it was exported from.")
     return path
 
 
@@ -143,22 +146,31 @@ def load_model(name_or_path=None, precision: str | None = None, threads: int | N
 
 def keras_model_for(model):
     """The Keras model (inference.EmotionModel) a model runs: itself, or for a
-    .lite file the .keras file it was exported from (explain needs gradients)."""
+    .lite file the Keras model it carries, else the .keras file it was exported
+    from (explain needs gradients)."""
     if hasattr(model, "keras_model"):
         return model
     from fercli.inference import EmotionModel
+    from fercli.lite import carries_keras_model
     from fercli.tf_quiet import require_tensorflow
 
     require_tensorflow("explaining a prediction")
+    if carries_keras_model(model.path):
+        return EmotionModel(model.path)
     source = model.metadata.get("lite", {}).get("from", "")
-    for candidate in (resource_dir("models") / f"{model.name}.keras", model.path.parent / source):
-        if source and candidate.name == source and candidate.is_file():
-            return EmotionModel(candidate)
+    candidate = model.path.parent / source
+    if source and candidate.is_file():
+        return EmotionModel(candidate)
     raise UserError(f"explaining needs the Keras model that {model.path} was exported from ({source or 'unknown'}); "
                     "give it with --model FILE.keras.")
 
 
 def load_keras_model(path):
+    """The Keras model of a .keras file, or of a .lite file that carries it."""
+    from fercli.lite import LITE_SUFFIX, keras_model_from_lite
+
+    if Path(path).name.endswith(LITE_SUFFIX):
+        return keras_model_from_lite(path)
     keras = load_keras()
     import fercli.layers  # noqa: F401  (registers fercli's layers for deserialisation)
 

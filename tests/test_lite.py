@@ -106,10 +106,17 @@ def test_serve_answers_without_tensorflow(tmp_path):
     (["explain", "-p", REPO / "docs" / "example.jpg"], "explaining a prediction (Grad-CAM) needs TensorFlow"),
     (["export", "default"], "fercli export needs TensorFlow"),
     (["ensemble", "default", "fast", "--out", "x.keras"], "fercli ensemble needs TensorFlow"),
-    (["predict", "-p", REPO / "docs" / "example.jpg", "--model", REPO / "models" / "fast.keras"], "export"),
+    (["predict", "-p", REPO / "docs" / "example.jpg", "--model", "KERAS"], "export"),
 ])
 def test_training_commands_without_tensorflow_say_what_to_install(tmp_path, args, says):
-    done = without_tensorflow(tmp_path, *[tmp_path if a == "DATA" else a for a in args], cwd=tmp_path)
+    import zipfile
+
+    from fercli.modelfile import METADATA_MEMBER, resolve_model_path
+
+    keras_file = tmp_path / "mine.keras"   # its metadata is all that is read before the sentence
+    with zipfile.ZipFile(resolve_model_path("fast")) as shipped, zipfile.ZipFile(keras_file, "w") as target:
+        target.writestr(METADATA_MEMBER, shipped.read(METADATA_MEMBER))
+    done = without_tensorflow(tmp_path, *[{"DATA": tmp_path, "KERAS": keras_file}.get(a, a) for a in args], cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert says in done.stderr and "Traceback" not in done.stderr
     assert 'pip install "fercli[train]"' in done.stderr
@@ -126,7 +133,7 @@ def test_lite_model_matches_keras_and_chooses_its_precision(monkeypatch):
 
     crops = synthetic_faces(40, seed=5)
     crops[:20] = np.clip(crops[:20] // 2 + 60, 0, 255)
-    reference = EmotionModel("default", "float32").predict(crops)
+    reference = EmotionModel("default", "float32").predict(crops)   # Keras, rebuilt from the .lite file's weights
     monkeypatch.delenv("FERCLI_PRECISION", raising=False)
     default = LiteModel(resolve_model_path("default"))
     assert default.precision == "int8"
@@ -154,7 +161,8 @@ def test_export_makes_a_lite_file_from_a_trained_model(tmp_path):
     from fercli.modelfile import read_metadata, save_model
 
     model = build_model("vgg-small", 2, 16)
-    save_model(model, tmp_path / "mine.keras", {"classes": ["happy", "sad"], "input_size": 16, "arch": "vgg-small"})
+    save_model(model, tmp_path / "mine.keras", {"classes": ["happy", "sad"], "input_size": 16, "arch": "vgg-small"},
+               weights_dtype="float16")
     for i in range(6):
         write_image(tmp_path / "val" / ("happy" if i % 2 else "sad") / f"{i}.png", synthetic_faces(1, 16, seed=i)[0])
     result = run("export", tmp_path / "mine.keras", "--val", tmp_path / "val")
@@ -168,6 +176,28 @@ def test_export_makes_a_lite_file_from_a_trained_model(tmp_path):
     done = run("predict", "-p", FIXTURE_FACE, "--model", lite, "-o", tmp_path / "out", "--no-images")
     assert done.exit_code == 0, done.stderr
     assert run("export", tmp_path / "mine.keras", "--out", tmp_path / "x.tflite").exit_code == 2
+
+    # The .lite file is the model's one copy: its initializers are the Keras weights, stored as float16 as the
+    # .keras file stores them, and the Keras model rebuilt from it has exactly those weights.
+    import zipfile
+
+    import onnx
+
+    from fercli.lite import keras_model_from_lite
+    from fercli.modelfile import load_keras_model
+
+    with zipfile.ZipFile(lite) as archive:
+        stored = onnx.load_from_string(archive.read("float32.onnx")).graph.initializer
+    assert {t.data_type for t in stored if len(t.dims) == 4} == {onnx.TensorProto.FLOAT16}
+    original, rebuilt = load_keras_model(tmp_path / "mine.keras"), keras_model_from_lite(lite)
+    pairs = [(a, b) for a, b in zip(original.variables, rebuilt.variables, strict=True) if "seed_generator" not in a.path]
+    assert pairs and all(a.path == b.path and np.array_equal(a.numpy(), b.numpy()) for a, b in pairs)
+    # ... from which export makes a .lite file again, never over its input
+    assert run("export", lite).exit_code == 2
+    again = run("export", lite, "--out", tmp_path / "again.lite", "--no-int8")
+    assert again.exit_code == 0, again.stderr
+    assert read_metadata(tmp_path / "again.lite")["precisions"] == ["float32"]
+    assert np.abs(LiteModel(tmp_path / "again.lite").predict(crops) - LiteModel(lite, "float32").predict(crops)).max() < 1e-6
 
 
 def test_damaged_lite_file_is_one_sentence(tmp_path):
