@@ -244,8 +244,9 @@ def engine_options(command):
 
 
 def make_analyzer(model_name, detector, min_face, no_align, engine="local", address=None, workers=None,
-                  cpus_per_worker=1.0, **options):
-    """The Analyzer, or for --engine ray the engine that builds one per Ray actor from the same options."""
+                  cpus_per_worker=1.0, stills=False, **options):
+    """The Analyzer, or for --engine ray the engine that builds one per Ray actor
+    from the same options. `stills` (photos, not video): the networks take every CPU."""
     if min_face is not None:
         options["min_face"] = min_face
     arguments = dict(model=model_name, detector=detector, align=not no_align, **options)
@@ -254,8 +255,9 @@ def make_analyzer(model_name, detector, min_face, no_align, engine="local", addr
 
         return RayEngine(arguments, address, workers, cpus_per_worker)
     from fercli.pipeline import Analyzer
+    from fercli.resources import cpu_threads
 
-    return Analyzer(**arguments)
+    return Analyzer(threads=cpu_threads() if stills else None, **arguments)
 
 
 def image_input_options(command):
@@ -353,7 +355,7 @@ def predict_images(paths, path, recursive, output, model_name, no_images, jsonl,
         inputs, not_images = collect_uri_images(uri, recursive)
     else:
         inputs, not_images = collect_images(given, recursive, out)
-    analyzer = make_analyzer(model_name, **detector)
+    analyzer = make_analyzer(model_name, stills=True, **detector)
     explainer = None
     if explain or explain_class:
         from fercli.explain import Explainer
@@ -571,7 +573,7 @@ def serve(host, port, model_name, max_upload_mb, **detector):
     from fercli.serve import require_flask, serve as run_server
 
     require_flask()  # before the model loads
-    run_server(make_analyzer(model_name, **detector), host, port, max_upload_mb)
+    run_server(make_analyzer(model_name, stills=True, **detector), host, port, max_upload_mb)
 
 
 @main.command("models")

@@ -31,18 +31,22 @@ class Analyzer:
     `min_confidence`, `min_quality`: faces under either get the emotion
     `uncertain` (fercli.faces.UNCERTAIN; their probabilities are kept); the
     quality default (0.1) marks the detector's smaller, lower-scored false boxes.
+    `threads`: ONNX Runtime's, for the detector and the classifier each
+    (default resources.stage_threads(), half the CPUs, as video decodes and
+    encodes beside them; photos, where detection is nearly all the work, give
+    every CPU: resources.cpu_threads()).
     `analyze` may be called from several threads: calls take turns on `lock`
     (re-entrant, for callers that need several steps in one turn)."""
 
     def __init__(self, model=None, detector=None, align: bool = True, min_confidence: float = 0.0,
-                 min_quality: float = DEFAULT_MIN_QUALITY, **detector_options):
+                 min_quality: float = DEFAULT_MIN_QUALITY, threads: int | None = None, **detector_options):
         from fercli.detect import DEFAULT_DETECTOR, make_detector
         from fercli.modelfile import load_model
 
         # a loaded model (lite.LiteModel, inference.EmotionModel), or its name or file for modelfile.load_model
-        self.model = model if hasattr(model, "predict") else load_model(model)
+        self.model = model if hasattr(model, "predict") else load_model(model, threads=threads)
         if detector is None or isinstance(detector, str):
-            detector = make_detector(detector or DEFAULT_DETECTOR, **detector_options)
+            detector = make_detector(detector or DEFAULT_DETECTOR, threads=threads, **detector_options)
         self.detector = detector
         self.align = align
         for name, value in (("min_confidence", min_confidence), ("min_quality", min_quality)):
