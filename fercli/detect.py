@@ -208,7 +208,7 @@ class FollowingDetector:
     found at the next full pass. Detectors without reduced passes (haar) run
     as they are."""
 
-    def __init__(self, detector, full_every: int, margin: float = 1.25):
+    def __init__(self, detector, full_every: int, margin: float = 1.0):
         self.detector, self.full_every, self.margin = detector, full_every, margin
         self.since_full, self.known = full_every, 0
         self.smallest = 0.0   # side in pixels of the smallest face of the last pass
