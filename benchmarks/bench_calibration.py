@@ -220,7 +220,7 @@ def main():
     parser.add_argument("--fit-quality", action="store_true", help="Refit fercli.quality's coefficients on scenes of FER-2013 val faces.")
     args = parser.parse_args()
     print(f"CPU: {cpu_features()}")
-    from fercli.modelfile import load_model
+    from fercli.inference import load_model
     from fercli.pipeline import Analyzer
 
     if args.fit_quality:

@@ -40,7 +40,7 @@ def main():
     help_s = best_of(5, lambda: subprocess.run([sys.executable, "-m", "fercli", "--help"], capture_output=True, cwd=REPO))
     print(f"fercli --help: {help_s * 1000:.0f} ms (best of 5)")
 
-    from fercli.modelfile import load_model
+    from fercli.inference import load_model
     model = load_model(args.model)   # what predict runs: the .lite file, int8 unless FERCLI_PRECISION=float32
     size = model.input_size
     for batch in (1, 64):

@@ -467,7 +467,7 @@ def ensemble(models, out, tta, weights_dtype, val_data):
     click.echo(f"saved {out}: {len(models)} model(s) x {len(TTA_VIEWS[tta])} view(s) ({', '.join(TTA_VIEWS[tta])}), "
                f"{model.metadata['parameters']:,} parameters")
     if val_data:
-        from fercli.calibration import calibrate_model_file
+        from fercli.export import calibrate_model_file
 
         entry, _ = calibrate_model_file(out, val_data, warn=warn)
         result, model = evaluate(val_data, out, warn=warn)
@@ -497,8 +497,8 @@ def export(model, out, calibration_data, val_data, no_int8):
     """
     from fercli.data import read_dataset
     from fercli.evaluate import evaluate
-    from fercli.lite import (INT8_TOLERANCE, LITE_PRECISIONS, LITE_SUFFIX, calibration_sample, drop_int8, export_lite,
-                             read_lite_metadata)
+    from fercli.export import INT8_TOLERANCE, calibration_sample, drop_int8, export_lite
+    from fercli.lite import LITE_PRECISIONS, LITE_SUFFIX, read_lite_metadata
     from fercli.modelfile import read_metadata, record_accuracy, resolve_model_path
     from fercli.tf_quiet import require_tensorflow
 
@@ -548,7 +548,7 @@ def calibrate_command(model, val_data, split):
     \b
     Example:  fercli calibrate models/mine.keras --val ../shared/data/fer2013/val
     """
-    from fercli.calibration import calibrate_model_file
+    from fercli.export import calibrate_model_file
 
     entry, written = calibrate_model_file(model, val_data, split, warn=warn)
     click.echo(f"calibrated on {entry['data']} (n={entry['n']}): expected calibration error "

@@ -8,8 +8,13 @@ the same thing.
 from __future__ import annotations
 
 import csv
+import io
+import json
 import os
+import struct
 import threading
+import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,8 +350,6 @@ def read_dataset(path: str | os.PathLike, size: int = 48, warn=None) -> dict[str
     if not path.exists():
         raise UserError(f"{path} does not exist.")
     if path.is_file():
-        from fercli.pack import is_pack, read_pack
-
         if path.suffix.lower() == ".csv":
             return read_fer2013_csv(path, size)
         if is_pack(path):
@@ -384,3 +387,59 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
             folds[(i + offset) % k].append(item)
         offset += len(index)
     return [np.sort(np.array(f, dtype=np.int64)) for f in folds]
+
+
+# Pack files (`fercli pack`, written by fercli/pack.py, whose docstring gives the layout), read here
+PACK_FORMAT = "fercli-pack"
+PACK_VERSION = 1
+PACK_INDEX = "fercli_pack.json"
+PACK_MEMBERS = ("encoded", "ends", "labels")
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def is_pack(path: str | os.PathLike) -> bool:
+    """Whether the file is a zip archive, as a pack is (read_pack then says if it is not one)."""
+    with open(path, "rb") as handle:
+        return handle.read(4) == _ZIP_MAGIC
+
+
+def read_pack(path: str | os.PathLike, size: int = 48) -> dict[str, Dataset]:
+    """A pack file -> {split: Dataset}, as read_dataset gives for the data packed."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if PACK_INDEX not in archive.namelist():
+                raise UserError(f"{path} is a zip archive but not a fercli pack (it has no {PACK_INDEX}); "
+                                "make one with `fercli pack DATA OUT`.")
+            index = json.loads(archive.read(PACK_INDEX))
+            if not isinstance(index, dict) or index.get("format") != PACK_FORMAT:
+                raise UserError(f"{path} is not a fercli pack (its {PACK_INDEX} names another format); make one with `fercli pack DATA OUT`.")
+            if int(index.get("version", 0)) > PACK_VERSION:
+                raise UserError(f"{path} is a pack of a newer format (version {index['version']}) than this fercli reads "
+                                f"({PACK_VERSION}); upgrade fercli or pack the data again.")
+            return {split: _pack_split(path, archive, split, entry, size) for split, entry in index["splits"].items()}
+    except (zipfile.BadZipFile, zlib.error, EOFError, struct.error, ValueError, KeyError, TypeError, AttributeError,
+            IndexError, NotImplementedError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if reason == "File is not a zip file":   # the archive's directory, at its end, is missing
+            reason = "it ends early, as a copy cut short does"
+        raise UserError(f"{path} is a damaged fercli pack ({reason}); pack the data again with `fercli pack`.") from None
+
+
+def _pack_split(path: Path, archive: zipfile.ZipFile, split: str, entry: dict, size: int) -> Dataset:
+    encoded, ends, labels = (np.load(io.BytesIO(archive.read(f"{split}.{name}.npy")), allow_pickle=False) for name in PACK_MEMBERS)
+    classes, sources = list(entry["classes"]), list(entry["sources"])
+    if (encoded.dtype != np.uint8 or encoded.ndim != 1 or not len(labels) == len(ends) == len(sources) == entry["images"]
+            or (len(ends) and (ends[-1] != encoded.size or np.any(np.diff(ends) <= 0) or ends[0] <= 0))
+            or (len(labels) and not 0 <= labels.min() <= labels.max() < len(classes))):
+        raise ValueError(f"the {split} split's arrays do not fit together")
+    images, start = [], 0
+    with _stderr_silenced():
+        for number, end in enumerate(ends.tolist()):
+            image = cv2.imdecode(encoded[start:end], cv2.IMREAD_COLOR)
+            if image is None:
+                raise ValueError(f"image {number + 1} of the {split} split ({sources[number]}) does not decode")
+            images.append(prepare_face(image, size))
+            start = end
+    return Dataset(np.stack(images) if images else np.empty((0, size, size), np.uint8), labels.astype(np.int64), classes,
+                   str(path) if split == "all" else f"{path} [{split}]", sources=sources)

@@ -65,7 +65,7 @@ def evaluate(data_path: str, model_name: str | None, split: str | None = None, w
     `predictions`, every image's probabilities are also written there as CSV
     (`write_predictions`)."""
     from fercli.calibration import calibration_scores
-    from fercli.modelfile import load_model
+    from fercli.inference import load_model
 
     if predictions is not None:
         check_predictions_path(Path(predictions), [data_path])

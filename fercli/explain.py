@@ -37,7 +37,7 @@ class Explainer:
     """Grad-CAM on the Keras network (for a .lite model: the .keras file it was exported from)."""
 
     def __init__(self, emotion_model):
-        from fercli.modelfile import keras_model_for
+        from fercli.inference import keras_model_for
 
         emotion_model = keras_model_for(emotion_model)
         import keras

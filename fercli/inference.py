@@ -1,4 +1,4 @@
-"""Running a model: compiled batched inference, precision choice, batch-norm folding, throughput."""
+"""Running a model: loading either runtime's file, compiled batched Keras inference, precision choice, batch-norm folding."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from fercli.errors import UserError
+from fercli.lite import LITE_SUFFIX, LiteModel, carries_keras_model
 from fercli.modelfile import load_keras_model, read_metadata, resolve_model_path
 from fercli.tf_quiet import tensorflow
 
@@ -54,6 +55,40 @@ class EmotionModel:
             out.append(forward(batch).numpy())
         raw = np.concatenate(out)
         return calibrate(raw, self.metadata.get("calibration")) if calibrated else raw
+
+
+def load_model(name_or_path=None, precision: str | None = None, threads: int | None = None):
+    """The model to run: a .lite file on ONNX Runtime (no TensorFlow; what a shipped
+    name gives; `threads`: see lite.LiteModel), or a .keras file on Keras (needs TensorFlow)."""
+    from fercli.tf_quiet import tensorflow_available
+
+    path = resolve_model_path(name_or_path)
+    if path.name.endswith(LITE_SUFFIX):
+        return LiteModel(path, precision, threads)
+    read_metadata(path)   # a sentence for a damaged file, before anything loads
+    if not tensorflow_available():
+        raise UserError(f'{path} is a Keras model: running it needs TensorFlow (pip install "fercli[train]"); '
+                        f"or, where TensorFlow is, `fercli export {path}` makes a .lite file that runs without it.")
+    return EmotionModel(path, precision)
+
+
+def keras_model_for(model):
+    """The Keras model (inference.EmotionModel) a model runs: itself, or for a
+    .lite file the Keras model it carries, else the .keras file it was exported
+    from (explain needs gradients)."""
+    if hasattr(model, "keras_model"):
+        return model
+    from fercli.tf_quiet import require_tensorflow
+
+    require_tensorflow("explaining a prediction")
+    if carries_keras_model(model.path):
+        return EmotionModel(model.path)
+    source = model.metadata.get("lite", {}).get("from", "")
+    candidate = model.path.parent / source
+    if source and candidate.is_file():
+        return EmotionModel(candidate)
+    raise UserError(f"explaining needs the Keras model that {model.path} was exported from ({source or 'unknown'}); "
+                    "give it with --model FILE.keras.")
 
 
 PRECISIONS = ("float32", "bfloat16")

@@ -10,10 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from fercli.errors import UserError
+from fercli.lite import (
+    KERAS_MEMBER,
+    LITE_SUFFIX,
+    carries_keras_model,
+    read_lite_metadata,
+)
+from fercli.metadata import METADATA_MEMBER, check_metadata
 from fercli.resources import resource_dir
 from fercli.tf_quiet import load_keras
 
-METADATA_MEMBER = "fercli.json"
 WEIGHTS_MEMBER = "model.weights.h5"  # where Keras keeps the weights in a .keras archive
 WEIGHT_DTYPES = ("float32", "float16")
 DEFAULT_MODEL = "default"
@@ -78,8 +84,6 @@ def resolve_model_path(name_or_path: str | os.PathLike | None, keras: bool = Fal
     file: for a name, its .lite file. With `keras` (training, explaining,
     exporting), a file the Keras model loads from: a .keras file, or a .lite
     file that carries its Keras model (as the shipped ones do)."""
-    from fercli.lite import LITE_SUFFIX, carries_keras_model
-
     name = str(name_or_path or DEFAULT_MODEL)
     folder = resource_dir("models")
     if os.sep not in name and "/" not in name and not name.endswith((".keras", LITE_SUFFIX)):
@@ -101,8 +105,6 @@ def resolve_model_path(name_or_path: str | os.PathLike | None, keras: bool = Fal
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The fercli metadata of a model file (.keras or .lite), without loading the network."""
-    from fercli.lite import LITE_SUFFIX, read_lite_metadata
-
     path = Path(path)
     if path.name.endswith(LITE_SUFFIX):
         return read_lite_metadata(path)
@@ -116,61 +118,10 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return check_metadata(metadata, path)
 
 
-def check_metadata(metadata, path) -> dict:
-    classes = metadata.get("classes") if isinstance(metadata, dict) else None
-    size = metadata.get("input_size") if isinstance(metadata, dict) else None
-    if (not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes)
-            or not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 1024):
-        raise UserError(f"{path} has malformed fercli metadata ({METADATA_MEMBER} needs 'classes', a list of two or "
-                        "more names, and 'input_size', a side in pixels).")
-    return metadata
-
-
-def load_model(name_or_path=None, precision: str | None = None, threads: int | None = None):
-    """The model to run: a .lite file on ONNX Runtime (no TensorFlow; what a shipped
-    name gives; `threads`: see lite.LiteModel), or a .keras file on Keras (needs TensorFlow)."""
-    from fercli.lite import LITE_SUFFIX, LiteModel
-    from fercli.tf_quiet import tensorflow_available
-
-    path = resolve_model_path(name_or_path)
-    if path.name.endswith(LITE_SUFFIX):
-        return LiteModel(path, precision, threads)
-    read_metadata(path)   # a sentence for a damaged file, before anything loads
-    if not tensorflow_available():
-        raise UserError(f'{path} is a Keras model: running it needs TensorFlow (pip install "fercli[train]"); '
-                        f"or, where TensorFlow is, `fercli export {path}` makes a .lite file that runs without it.")
-    from fercli.inference import EmotionModel
-
-    return EmotionModel(path, precision)
-
-
-def keras_model_for(model):
-    """The Keras model (inference.EmotionModel) a model runs: itself, or for a
-    .lite file the Keras model it carries, else the .keras file it was exported
-    from (explain needs gradients)."""
-    if hasattr(model, "keras_model"):
-        return model
-    from fercli.inference import EmotionModel
-    from fercli.lite import carries_keras_model
-    from fercli.tf_quiet import require_tensorflow
-
-    require_tensorflow("explaining a prediction")
-    if carries_keras_model(model.path):
-        return EmotionModel(model.path)
-    source = model.metadata.get("lite", {}).get("from", "")
-    candidate = model.path.parent / source
-    if source and candidate.is_file():
-        return EmotionModel(candidate)
-    raise UserError(f"explaining needs the Keras model that {model.path} was exported from ({source or 'unknown'}); "
-                    "give it with --model FILE.keras.")
-
-
 def load_keras_model(path):
     """The Keras model of a .keras file, or of a .lite file that carries it."""
-    from fercli.lite import LITE_SUFFIX, keras_model_from_lite
-
     if Path(path).name.endswith(LITE_SUFFIX):
-        return keras_model_from_lite(path)
+        return _keras_model_from_lite(path)
     keras = load_keras()
     import fercli.layers  # noqa: F401  (registers fercli's layers for deserialisation)
 
@@ -180,9 +131,41 @@ def load_keras_model(path):
         raise UserError(f"{path} could not be loaded as a model ({type(exc).__name__}).") from None
 
 
-def shipped_model_names() -> list[str]:
-    from fercli.lite import LITE_SUFFIX
+def _keras_model_from_lite(path: str | os.PathLike):
+    """The Keras model a .lite file was exported from, rebuilt from its
+    `keras.json` (the architecture) and the weights in its float32 network (see
+    export.onnx_network), for training from it, explaining and exporting. Needs
+    TensorFlow and onnx (the train extra)."""
+    keras = load_keras()
+    import fercli.layers  # noqa: F401  (registers fercli's layers for deserialisation)
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise UserError('rebuilding the Keras model of a .lite file needs onnx: pip install "fercli[train]".') from None
 
+    with zipfile.ZipFile(path) as archive:
+        if KERAS_MEMBER not in archive.namelist():
+            raise UserError(f"{path} holds only the networks that run it (made by an older fercli): training, explaining "
+                            "and exporting need the .keras file it was exported from.")
+        try:
+            model = keras.models.model_from_json(archive.read(KERAS_MEMBER).decode())
+            weights = {tensor.name: numpy_helper.to_array(tensor)
+                       for tensor in onnx.load_from_string(archive.read("float32.onnx")).graph.initializer}
+        except Exception as exc:  # Keras and onnx raise many types for a damaged file
+            raise UserError(f"{path} could not be loaded as a Keras model ({type(exc).__name__}).") from None
+    variables = list(model.trainable_variables) + list(model.non_trainable_variables)
+    for i, variable in enumerate(variables):
+        value = weights.get(f"{i:03d}:{variable.path}")
+        if value is None:
+            continue   # a variable the network does not read (a dropout's seed)
+        if tuple(value.shape) != tuple(variable.shape):
+            raise UserError(f"{path} is damaged: its weights do not fit its architecture.")
+        variable.assign(value.astype(variable.dtype))
+    return model
+
+
+def shipped_model_names() -> list[str]:
     folder = resource_dir("models")
     names = {p.name[:-len(LITE_SUFFIX)] for p in folder.glob(f"*{LITE_SUFFIX}")} | {p.stem for p in folder.glob("*.keras")}
     return sorted(names, key=lambda name: (name != DEFAULT_MODEL, name))

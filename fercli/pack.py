@@ -1,6 +1,6 @@
 """`fercli pack`: a data set, in any layout `data.read_dataset` reads, as one
-file that `read_dataset` (so `fercli train` and `fercli eval`) reads as it
-reads the data set itself: the same splits, classes, labels, images and
+file that `read_dataset` (so `fercli train` and `fercli eval`; the reading
+lives in data.py, `read_pack`) reads as it reads the data set itself: the same splits, classes, labels, images and
 per-image sources. One file moves to another machine (an accelerator) in one
 piece and loads in seconds.
 
@@ -20,29 +20,16 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
 import zipfile
-import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from fercli import __version__
-from fercli.data import FER2013_CSV_CLASSES, Dataset, _stderr_silenced, fer2013_rows, prepare_face, read_dataset
+from fercli.data import (FER2013_CSV_CLASSES, PACK_FORMAT, PACK_INDEX, PACK_MEMBERS, PACK_VERSION, Dataset, fer2013_rows,
+                         is_pack, read_dataset)
 from fercli.errors import UserError
-
-FORMAT = "fercli-pack"
-VERSION = 1
-INDEX = "fercli_pack.json"
-ZIP_MAGIC = b"PK\x03\x04"
-MEMBERS = ("encoded", "ends", "labels")
-
-
-def is_pack(path: str | os.PathLike) -> bool:
-    """Whether the file is a zip archive, as a pack is (read_pack then says if it is not one)."""
-    with open(path, "rb") as handle:
-        return handle.read(4) == ZIP_MAGIC
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -91,7 +78,7 @@ def write_pack(data_path: str | os.PathLike, out: str | os.PathLike, warn=None) 
         raise UserError(f"{data} does not exist.")
     splits = _splits_with_bytes(data, warn)
     _refuse_inputs(out, data, splits)
-    index = {"format": FORMAT, "version": VERSION, "fercli_version": __version__, "packed_from": str(data), "splits": {}}
+    index = {"format": PACK_FORMAT, "version": PACK_VERSION, "fercli_version": __version__, "packed_from": str(data), "splits": {}}
     partial = out.with_name(out.name + ".partial")
     try:
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
@@ -100,54 +87,12 @@ def write_pack(data_path: str | os.PathLike, out: str | os.PathLike, warn=None) 
                                           "sources": ds.sources}
                 ends = np.cumsum([e.size for e in encoded], dtype=np.int64)
                 arrays = {"encoded": np.concatenate(encoded).astype(np.uint8), "ends": ends, "labels": ds.labels.astype(np.int64)}
-                for name in MEMBERS:
+                for name in PACK_MEMBERS:
                     archive.writestr(f"{split}.{name}.npy", _npy(arrays[name]))
-            archive.writestr(INDEX, json.dumps(index))
+            archive.writestr(PACK_INDEX, json.dumps(index))
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
     return {"splits": {split: len(ds) for split, (ds, _) in splits.items()}, "classes": next(iter(splits.values()))[0].classes,
             "encoded_bytes": sum(e.size for _, encoded in splits.values() for e in encoded), "pack_bytes": out.stat().st_size,
             "skipped": sum(len(ds.skipped) for ds, _ in splits.values())}
-
-
-def read_pack(path: str | os.PathLike, size: int = 48) -> dict[str, Dataset]:
-    """A pack file -> {split: Dataset}, as read_dataset gives for the data packed."""
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if INDEX not in archive.namelist():
-                raise UserError(f"{path} is a zip archive but not a fercli pack (it has no {INDEX}); "
-                                "make one with `fercli pack DATA OUT`.")
-            index = json.loads(archive.read(INDEX))
-            if not isinstance(index, dict) or index.get("format") != FORMAT:
-                raise UserError(f"{path} is not a fercli pack (its {INDEX} names another format); make one with `fercli pack DATA OUT`.")
-            if int(index.get("version", 0)) > VERSION:
-                raise UserError(f"{path} is a pack of a newer format (version {index['version']}) than this fercli reads "
-                                f"({VERSION}); upgrade fercli or pack the data again.")
-            return {split: _split(path, archive, split, entry, size) for split, entry in index["splits"].items()}
-    except (zipfile.BadZipFile, zlib.error, EOFError, struct.error, ValueError, KeyError, TypeError, AttributeError,
-            IndexError, NotImplementedError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if reason == "File is not a zip file":   # the archive's directory, at its end, is missing
-            reason = "it ends early, as a copy cut short does"
-        raise UserError(f"{path} is a damaged fercli pack ({reason}); pack the data again with `fercli pack`.") from None
-
-
-def _split(path: Path, archive: zipfile.ZipFile, split: str, entry: dict, size: int) -> Dataset:
-    encoded, ends, labels = (np.load(io.BytesIO(archive.read(f"{split}.{name}.npy")), allow_pickle=False) for name in MEMBERS)
-    classes, sources = list(entry["classes"]), list(entry["sources"])
-    if (encoded.dtype != np.uint8 or encoded.ndim != 1 or not len(labels) == len(ends) == len(sources) == entry["images"]
-            or (len(ends) and (ends[-1] != encoded.size or np.any(np.diff(ends) <= 0) or ends[0] <= 0))
-            or (len(labels) and not 0 <= labels.min() <= labels.max() < len(classes))):
-        raise ValueError(f"the {split} split's arrays do not fit together")
-    images, start = [], 0
-    with _stderr_silenced():
-        for number, end in enumerate(ends.tolist()):
-            image = cv2.imdecode(encoded[start:end], cv2.IMREAD_COLOR)
-            if image is None:
-                raise ValueError(f"image {number + 1} of the {split} split ({sources[number]}) does not decode")
-            images.append(prepare_face(image, size))
-            start = end
-    return Dataset(np.stack(images) if images else np.empty((0, size, size), np.uint8), labels.astype(np.int64), classes,
-                   str(path) if split == "all" else f"{path} [{split}]", sources=sources)

@@ -41,9 +41,9 @@ class Analyzer:
     def __init__(self, model=None, detector=None, align: bool = True, min_confidence: float = 0.0,
                  min_quality: float = DEFAULT_MIN_QUALITY, threads: int | None = None, **detector_options):
         from fercli.detect import DEFAULT_DETECTOR, make_detector
-        from fercli.modelfile import load_model
+        from fercli.inference import load_model
 
-        # a loaded model (lite.LiteModel, inference.EmotionModel), or its name or file for modelfile.load_model
+        # a loaded model (lite.LiteModel, inference.EmotionModel), or its name or file for inference.load_model
         self.model = model if hasattr(model, "predict") else load_model(model, threads=threads)
         if detector is None or isinstance(detector, str):
             detector = make_detector(detector or DEFAULT_DETECTOR, threads=threads, **detector_options)

@@ -92,8 +92,9 @@ def show_models(measure: bool = True) -> None:
     """The shipped models: accuracy recorded by `fercli eval`, crops/s measured now (batch 64)."""
     from rich.table import Table
 
+    from fercli.inference import load_model
     from fercli.lite import measure_crops_per_s
-    from fercli.modelfile import load_model, read_metadata, recorded_accuracy, shipped_model_names
+    from fercli.modelfile import read_metadata, recorded_accuracy, shipped_model_names
 
     table = Table(title="shipped models (use with --model NAME)",
                   caption="accuracy: measured with `fercli eval` on the data named, in the precision this machine runs; "

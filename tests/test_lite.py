@@ -183,13 +183,12 @@ def test_export_makes_a_lite_file_from_a_trained_model(tmp_path):
 
     import onnx
 
-    from fercli.lite import keras_model_from_lite
     from fercli.modelfile import load_keras_model
 
     with zipfile.ZipFile(lite) as archive:
         stored = onnx.load_from_string(archive.read("float32.onnx")).graph.initializer
     assert {t.data_type for t in stored if len(t.dims) == 4} == {onnx.TensorProto.FLOAT16}
-    original, rebuilt = load_keras_model(tmp_path / "mine.keras"), keras_model_from_lite(lite)
+    original, rebuilt = load_keras_model(tmp_path / "mine.keras"), load_keras_model(lite)
     pairs = [(a, b) for a, b in zip(original.variables, rebuilt.variables, strict=True) if "seed_generator" not in a.path]
     assert pairs and all(a.path == b.path and np.array_equal(a.numpy(), b.numpy()) for a, b in pairs)
     # ... from which export makes a .lite file again, never over its input

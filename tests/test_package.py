@@ -48,7 +48,8 @@ def test_installed_package_finds_model_and_cascades(tmp_path):
 
 
 def test_models_lists_the_shipped_models():
-    from fercli.modelfile import load_model, read_metadata, recorded_accuracy
+    from fercli.inference import load_model
+    from fercli.modelfile import read_metadata, recorded_accuracy
     result = run("models")
     assert result.exit_code == 0, result.stderr
     model = load_model(None)

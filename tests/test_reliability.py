@@ -225,4 +225,6 @@ def test_cli_default_min_quality_is_the_modules():
     from fercli.pipeline import Analyzer
     from fercli.quality import DEFAULT_MIN_QUALITY as module_default
 
-    assert DEFAULT_MIN_QUALITY == module_default == Analyzer.__init__.__defaults__[-1]
+    import inspect
+
+    assert DEFAULT_MIN_QUALITY == module_default == inspect.signature(Analyzer).parameters["min_quality"].default
