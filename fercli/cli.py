@@ -497,7 +497,7 @@ def export(model, out, calibration_data, val_data, no_int8):
     """
     from fercli.data import read_dataset
     from fercli.evaluate import evaluate
-    from fercli.export import INT8_TOLERANCE, calibration_sample, drop_int8, export_lite
+    from fercli.export import INT8_TOLERANCE, calibration_sample, export_lite
     from fercli.lite import LITE_PRECISIONS, LITE_SUFFIX, read_lite_metadata
     from fercli.modelfile import read_metadata, record_accuracy, resolve_model_path
     from fercli.tf_quiet import require_tensorflow
@@ -516,9 +516,7 @@ def export(model, out, calibration_data, val_data, no_int8):
     if calibration_data and not no_int8:
         splits = read_dataset(calibration_data, int(metadata["input_size"]), warn=warn)
         images = calibration_sample(splits.get("train", next(iter(splits.values()))).images)
-    export_lite(source, target, images, calibration_data or "")
-    if no_int8:
-        drop_int8(target, "left out (fercli export --no-int8)")
+    export_lite(source, target, images, calibration_data or "", without_int8="left out (fercli export --no-int8)" if no_int8 else None)
     precisions = read_lite_metadata(target)["precisions"]
     click.echo(f"saved {target} ({target.stat().st_size / 1e6:.1f} MB: {' and '.join(reversed(precisions))} networks)"
                + ("" if images is not None or no_int8 else "; int8 needs face crops to set its ranges: give --calibration DATA"))

@@ -14,12 +14,7 @@ import numpy as np
 from fercli.errors import UserError
 from fercli.lite import KERAS_MEMBER, LITE_SUFFIX
 from fercli.metadata import METADATA_MEMBER
-from fercli.modelfile import (
-    load_keras_model,
-    read_metadata,
-    resolve_model_path,
-    update_metadata,
-)
+from fercli.modelfile import load_keras_model, read_metadata, resolve_model_path, update_metadata
 
 CALIBRATION_IMAGES = 2048   # training crops that set int8's activation ranges
 INT8_TOLERANCE = 0.003      # export --val says so where int8 loses more accuracy than this against float32
@@ -32,7 +27,7 @@ def onnx_network(model, size: int):
     model.non_trainable_variables`: the network is converted with its weights
     as inputs, so nothing is folded into them (ONNX Runtime folds the batch
     norms and transposes when a session starts; the same speed). That is what
-    lets `keras_model_from_lite` rebuild the Keras model from the file. Weights
+    lets modelfile.load_keras_model rebuild the Keras model from the file. Weights
     that float16 holds exactly (a model saved with float16 weights) are stored
     so, cast back to float32 at load. Variables the network never reads
     (dropout's seeds) are left out."""
@@ -124,11 +119,12 @@ def calibration_sample(images: np.ndarray, count: int = CALIBRATION_IMAGES, seed
 
 
 def export_lite(keras_path: str | os.PathLike, out: str | os.PathLike, calibration_images: np.ndarray | None = None,
-                calibration_data: str = "") -> dict:
+                calibration_data: str = "", without_int8: str | None = None) -> dict:
     """Write `out` (.lite) from a model file (.keras, or a .lite file that
     carries its Keras model): the float32 network, and with
     `calibration_images` (uint8 crops, e.g. `calibration_sample` of the
-    training data, read from `calibration_data`) the int8 one; the Keras
+    training data, read from `calibration_data`) the int8 one (else the
+    metadata says `without_int8`, why there is none); the Keras
     architecture; and the metadata. Needs TensorFlow, tf2onnx and onnx (the
     train extra). Returns the written metadata."""
     import onnx
@@ -141,6 +137,8 @@ def export_lite(keras_path: str | os.PathLike, out: str | os.PathLike, calibrati
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     exported = dict(metadata, lite={"from": Path(keras_path).name, "fercli_version": __version__, "runtime": "ONNX Runtime"})
+    if without_int8:
+        exported["lite"]["int8"] = without_int8
     if calibration_images is not None:
         exported["lite"]["int8"] = (f"static QDQ: int8 weights per channel, uint8 activations, ranges from "
                                     f"{len(calibration_images)} crops of {calibration_data or 'the training data'}; "
@@ -172,28 +170,12 @@ def export_lite(keras_path: str | os.PathLike, out: str | os.PathLike, calibrati
     return exported
 
 
-def drop_int8(path: Path, reason: str) -> None:
-    """Rewrite the .lite file at `path` without its int8 network, saying why in its metadata."""
-    partial = path.with_name(f".{path.name}.partial")
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as target:
-        for item in source.infolist():
-            if item.filename == METADATA_MEMBER:
-                metadata = json.loads(source.read(item))
-                metadata["lite"]["int8"] = reason
-                target.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2))
-            elif item.filename != "int8.onnx":
-                target.writestr(item, source.read(item))
-    os.replace(partial, path)
-
-
 def calibrate_model_file(name_or_path, data_path: str, split: str | None = None, warn=None) -> tuple[dict, list]:
     """Fit a calibration for a model file on labelled data (its val split, else
     all of it) and store it in the file's metadata, and in its counterpart
     beside it (the .keras file a .lite file was exported from, or the .lite
     file exported from a .keras file), so both runtimes give the same
     probabilities. Returns (the calibration entry, the files written)."""
-    from pathlib import Path
-
     from fercli.calibration import fitted_calibration
     from fercli.data import read_dataset
     from fercli.inference import load_model

@@ -59,7 +59,7 @@ def read_lite_metadata(path: str | os.PathLike) -> dict:
 
 
 def carries_keras_model(path: str | os.PathLike) -> bool:
-    """Whether a .lite file holds its Keras architecture (see keras_model_from_lite)."""
+    """Whether a .lite file holds its Keras architecture (modelfile.load_keras_model rebuilds the model from it)."""
     try:
         with zipfile.ZipFile(path) as archive:
             return KERAS_MEMBER in archive.namelist()
