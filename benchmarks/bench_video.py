@@ -3,7 +3,12 @@
 each face detector; the wall time of the whole command, start-up included,
 against the clip length.
 
-    python benchmarks/bench_video.py [--model default] [--detector centerface --detector haar]
+    python benchmarks/bench_video.py [--model default] [--detector centerface --detector haar] [--fer-python PY]
+
+`--fer-python`: the Python of an environment with the `fer` package (e.g.
+`python3 -m venv /tmp/fer && /tmp/fer/bin/pip install fer==25.10.3`), which
+runs fer's `Video.analyze(FER(), frequency=3)` on the same clips, whole
+process, against fercli's defaults.
 """
 import argparse
 import subprocess
@@ -15,11 +20,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+FER_VIDEO = r"""
+import os, sys
+from fer.classes import Video
+from fer.fer import FER
+result = Video(sys.argv[1], outdir=sys.argv[2]).analyze(FER(mtcnn=False), display=False, frequency=3)
+print(len(result))
+"""
+
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="default", help="shipped model name or .keras file")
     parser.add_argument("--detector", action="append", help="face detector (repeatable; default: centerface and haar)")
+    parser.add_argument("--fer-python", default=None, help="Python of an environment with fer 25.x, to time it on the same clips")
     args = parser.parse_args()
     from fercli.resources import cpu_features
 
@@ -41,6 +55,16 @@ def main():
                     print(f"{width}x{height} --detector {detector} {' '.join(extra) or '(defaults)'}: 300 frames (12.0 s of video) "
                           f"in {wall:.1f} s wall = {12.0 / wall:.2f}x real time ({300 / wall:.0f} frames/s incl. start-up); "
                           f"exit {result.returncode}")
+                    if not extra and detector == "centerface":
+                        defaults_wall = wall
+            if args.fer_python:
+                (tmp / "fer").mkdir(exist_ok=True)
+                start = time.perf_counter()
+                fer = subprocess.run([args.fer_python, "-c", FER_VIDEO, str(clip), str(tmp / "fer")], capture_output=True,
+                                     text=True, cwd=tmp / "fer")
+                wall = time.perf_counter() - start
+                print(f"{width}x{height} fer Video.analyze(frequency=3): {wall:.1f} s wall, exit {fer.returncode}"
+                      + (f"; fercli's defaults {wall / defaults_wall:.2f}x as fast" if "defaults_wall" in locals() else ""))
 
 
 if __name__ == "__main__":
