@@ -14,6 +14,7 @@ of it; a second box on the same face counts as a false one.
 
     python benchmarks/bench_detect.py [--per-kind 8] [--seed 7] [--no-command]
     python benchmarks/bench_detect.py --fit-crop   # refit the crop registration (needs FER-2013)
+    python benchmarks/bench_detect.py --centerface /tmp/centerface32.onnx   # beside another CenterFace file
 
 Prints figures; asserts nothing."""
 import argparse
@@ -62,14 +63,17 @@ def detection_table(scenes):
               + " ".join(f"{k} {v[0] / v[1]:.2f}" for k, v in found.items()))
 
 
-def emotion_accuracy(count: int, seed: int):
+def emotion_accuracy(count: int, seed: int, model_path: str | None = None):
     """Emotion accuracy of the default model on the faces centerface finds in
     `count` scenes of rotated and of upright faces, aligned or not (missed faces
     count as wrong)."""
+    from fercli.detect import CenterFaceDetector
     from fercli.pipeline import Analyzer
     from tests.scenes import face_pool, make_scene, match
 
-    analyzer, pool = Analyzer(), face_pool("val")
+    analyzer, pool = Analyzer(detector=CenterFaceDetector(model_path=model_path)), face_pool("val")
+    if model_path:
+        print(f"  with {model_path}:")
     for kind in ("rotated", "tight"):
         rng = np.random.default_rng(seed)
         scenes = [make_scene(kind, pool, rng) for _ in range(count)]
@@ -137,6 +141,8 @@ def main():
     parser.add_argument("--accuracy-scenes", type=int, default=60, help="scenes of each kind for the emotion accuracy")
     parser.add_argument("--no-command", action="store_true", help="skip timing the whole `fercli predict` command")
     parser.add_argument("--fit-crop", action="store_true", help="refit the crop registration constants (needs FER-2013)")
+    parser.add_argument("--centerface", default=None, help="another CenterFace ONNX file to compare, e.g. the wheel's float32 "
+                        "network (docs/make_centerface_onnx.py --float32)")
     args = parser.parse_args()
     from fercli.resources import cpu_features
 
@@ -149,8 +155,12 @@ def main():
     scenes = hard_scenes(args.per_kind, args.seed)
     source = "FER-2013 val crops" if (FER2013 / "val").is_dir() else "the fixture portrait (no FER-2013 here)"
     print(f"faces from {source}")
+    if args.centerface:
+        DETECTORS[f"centerface --model-path {args.centerface}"] = ("centerface", {"model_path": args.centerface})
     detection_table(scenes)
     emotion_accuracy(args.accuracy_scenes, args.seed + 1)
+    if args.centerface:
+        emotion_accuracy(args.accuracy_scenes, args.seed + 1, model_path=args.centerface)
     if not args.no_command:
         whole_command(scenes)
 
