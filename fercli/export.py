@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fercli.errors import UserError
-from fercli.lite import KERAS_MEMBER, LITE_SUFFIX
+from fercli.lite import KERAS_MEMBER, LITE_SUFFIX, weight_name
 from fercli.metadata import METADATA_MEMBER
 from fercli.modelfile import load_keras_model, read_metadata, resolve_model_path, update_metadata
 
@@ -23,8 +23,7 @@ INT8_TOLERANCE = 0.003      # export --val says so where int8 loses more accurac
 def onnx_network(model, size: int):
     """The Keras `model` as an ONNX network (through tf2onnx) whose
     initializers are its weights as Keras holds them, one per variable, named
-    `NNN:path` in the order of `model.trainable_variables +
-    model.non_trainable_variables`: the network is converted with its weights
+    by lite.weight_name: the network is converted with its weights
     as inputs, so nothing is folded into them (ONNX Runtime folds the batch
     norms and transposes when a session starts; the same speed). That is what
     lets modelfile.load_keras_model rebuild the Keras model from the file. Weights
@@ -40,7 +39,7 @@ def onnx_network(model, size: int):
     tf = tensorflow()
     variables = list(model.trainable_variables) + list(model.non_trainable_variables)
     trainable = len(model.trainable_variables)
-    names = [f"{i:03d}:{v.path}" for i, v in enumerate(variables)]
+    names = [weight_name(i, v) for i, v in enumerate(variables)]
     signature = [tf.TensorSpec((None, size, size, 1), tf.float32, name="face")]
     signature += [tf.TensorSpec(v.shape, v.dtype, name=f"weight{i}") for i, v in enumerate(variables)]
 
@@ -79,13 +78,8 @@ def quantize_int8(float_onnx: Path, out: Path, images: np.ndarray) -> None:
     ranges from `images` (uint8 (N, S, S) crops); convolutions reading the image
     itself (one input channel) stay float."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = out.with_name(f".{out.name}.prepared.onnx")

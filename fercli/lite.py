@@ -41,6 +41,12 @@ BATCH_SIZE = 64
 KERAS_MEMBER = "keras.json"             # the Keras architecture (modelfile.load_keras_model rebuilds the model)
 
 
+def weight_name(index: int, variable) -> str:
+    """The name in float32.onnx of a Keras variable, `index` its place in
+    `model.trainable_variables + model.non_trainable_variables`."""
+    return f"{index:03d}:{variable.path}"
+
+
 def read_lite_metadata(path: str | os.PathLike) -> dict:
     """The fercli metadata of a .lite file, checked as modelfile.read_metadata checks a .keras file's."""
     try:

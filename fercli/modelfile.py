@@ -10,12 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from fercli.errors import UserError
-from fercli.lite import (
-    KERAS_MEMBER,
-    LITE_SUFFIX,
-    carries_keras_model,
-    read_lite_metadata,
-)
+from fercli.lite import KERAS_MEMBER, LITE_SUFFIX, carries_keras_model, read_lite_metadata, weight_name
 from fercli.metadata import METADATA_MEMBER, check_metadata
 from fercli.resources import resource_dir
 from fercli.tf_quiet import load_keras
@@ -120,10 +115,11 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def load_keras_model(path):
     """The Keras model of a .keras file, or of a .lite file that carries it."""
-    if Path(path).name.endswith(LITE_SUFFIX):
-        return _keras_model_from_lite(path)
     keras = load_keras()
     import fercli.layers  # noqa: F401  (registers fercli's layers for deserialisation)
+
+    if Path(path).name.endswith(LITE_SUFFIX):
+        return _keras_model_from_lite(keras, path)
 
     try:
         return keras.models.load_model(path, compile=False)
@@ -131,13 +127,11 @@ def load_keras_model(path):
         raise UserError(f"{path} could not be loaded as a model ({type(exc).__name__}).") from None
 
 
-def _keras_model_from_lite(path: str | os.PathLike):
+def _keras_model_from_lite(keras, path: str | os.PathLike):
     """The Keras model a .lite file was exported from, rebuilt from its
     `keras.json` (the architecture) and the weights in its float32 network (see
     export.onnx_network), for training from it, explaining and exporting. Needs
     TensorFlow and onnx (the train extra)."""
-    keras = load_keras()
-    import fercli.layers  # noqa: F401  (registers fercli's layers for deserialisation)
     try:
         import onnx
         from onnx import numpy_helper
@@ -156,7 +150,7 @@ def _keras_model_from_lite(path: str | os.PathLike):
             raise UserError(f"{path} could not be loaded as a Keras model ({type(exc).__name__}).") from None
     variables = list(model.trainable_variables) + list(model.non_trainable_variables)
     for i, variable in enumerate(variables):
-        value = weights.get(f"{i:03d}:{variable.path}")
+        value = weights.get(weight_name(i, variable))
         if value is None:
             continue   # a variable the network does not read (a dropout's seed)
         if tuple(value.shape) != tuple(variable.shape):

@@ -1,8 +1,8 @@
 """`fercli pack`: a data set, in any layout `data.read_dataset` reads, as one
-file that `read_dataset` (so `fercli train` and `fercli eval`; the reading
-lives in data.py, `read_pack`) reads as it reads the data set itself: the same splits, classes, labels, images and
-per-image sources. One file moves to another machine (an accelerator) in one
-piece and loads in seconds.
+file that `read_dataset` (so `fercli train` and `fercli eval`) reads as it
+reads the data set itself (`data.read_pack`): the same splits, classes,
+labels, images and per-image sources. One file moves to another machine (an
+accelerator) in one piece and loads in seconds.
 
 The file is a zip archive in NumPy's .npz layout (np.load opens it):
 fercli_pack.json (format, version, and per split its classes, source and

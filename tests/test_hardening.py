@@ -169,8 +169,7 @@ def test_ctrl_c_while_the_libraries_load_ends_the_run_with_its_sentence(tmp_path
 
     # A .keras model runs on Keras: TensorFlow loads (the lean .lite path starts in well under a second).
     keras_file = tmp_path / "mine.keras"
-    if not keras_file.exists():
-        save_model(build_model("vgg-small", 2, 16), keras_file, {"classes": ["happy", "sad"], "input_size": 16})
+    save_model(build_model("vgg-small", 2, 16), keras_file, {"classes": ["happy", "sad"], "input_size": 16})
     process = subprocess.Popen([sys.executable, "-m", "fercli", "predict", "-p", str(FIXTURE_FACE), "-o", str(tmp_path / "out"),
                                 "-q", "--model", str(keras_file)],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
