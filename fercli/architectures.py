@@ -34,29 +34,42 @@ def build_vgg(num_classes: int, size: int, widths=(32, 64, 128, 256), dropout=0.
 
 
 TTA_VIEWS = {"none": ("image",), "flip": ("image", "mirror"), "zoom-mirror": ("image", "zoom+mirror"),
-             "flip-zoom": ("image", "mirror", "zoom", "zoom+mirror")}
+             "flip-zoom": ("image", "mirror", "zoom", "zoom+mirror"), "crossed": ("image", "zoom+mirror", "mirror", "zoom")}
+CROSSED = "crossed"   # the views of TTA_VIEWS[CROSSED] dealt out in turn: member 1 the image, member 2 the enlarged mirror, ...
+
+
+def member_views(tta: str, members: int) -> list[tuple[str, ...]]:
+    """The views each of `members` networks sees under `tta`: all of
+    TTA_VIEWS[tta], or for `crossed` one each in turn (two networks on two
+    views for the price of one network on both; their errors differ more)."""
+    views = TTA_VIEWS[tta]
+    if tta == CROSSED:
+        return [(views[i % len(views)],) for i in range(members)]
+    return [views] * members
 
 
 def build_average(members, size: int, tta: str = "zoom-mirror", name: str = "fercli_ensemble"):
-    """One model averaging the probabilities of `members`, each on the test-time
-    views `TTA_VIEWS[tta]` (the image, its mirror image, its centre enlarged 1.1x,
-    and that mirrored): ensembling and test-time augmentation in a single file
-    that every command loads like any other model."""
+    """One model averaging the probabilities of `members`, each on its test-time
+    views `member_views(tta, ...)` (the image, its mirror image, its centre
+    enlarged 1.1x, and that mirrored): ensembling and test-time augmentation in
+    a single file that every command loads like any other model."""
     import keras
 
     from fercli.layers import CenterZoom, FlipHorizontal
 
     inputs = keras.Input((size, size, 1), name="face")
+    seen_by = member_views(tta, len(members))
+    needed = {view for seen in seen_by for view in seen}
     views = {"image": inputs}
-    if "mirror" in TTA_VIEWS[tta]:
+    if "mirror" in needed:
         views["mirror"] = FlipHorizontal(name="mirror")(inputs)
-    if "zoom+mirror" in TTA_VIEWS[tta]:
+    if needed & {"zoom", "zoom+mirror"}:
         views["zoom"] = CenterZoom(1.1, name="zoom")(inputs)
         views["zoom+mirror"] = FlipHorizontal(name="zoom_mirror")(views["zoom"])
     outputs = []
-    for i, member in enumerate(members):
+    for i, (member, seen) in enumerate(zip(members, seen_by)):
         member = keras.Model(member.input, member.output, name=f"member{i + 1}")
-        outputs += [member(views[view]) for view in TTA_VIEWS[tta]]
+        outputs += [member(views[view]) for view in seen]
     averaged = keras.layers.Average(name="probabilities")(outputs) if len(outputs) > 1 else outputs[0]
     return keras.Model(inputs, averaged, name=name)
 

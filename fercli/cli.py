@@ -442,9 +442,10 @@ def video(videos, camera, show, output, model_name, every, detect_scale, smooth,
 @click.argument("models", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the combined model.")
 # The choices repeat fercli.architectures' TTA_VIEWS and fercli.modelfile's WEIGHT_DTYPES so that --help need not import them (a test keeps them equal).
-@click.option("--tta", type=click.Choice(["none", "flip", "zoom-mirror", "flip-zoom"]), default="zoom-mirror", show_default=True,
+@click.option("--tta", type=click.Choice(["none", "flip", "zoom-mirror", "flip-zoom", "crossed"]), default="zoom-mirror", show_default=True,
               help="Test-time views each model sees: the image only; + its mirror image; + the mirror image with the "
-                   "centre enlarged 1.1x; all four of the image and its mirror image, plain and enlarged.")
+                   "centre enlarged 1.1x; all four of the image and its mirror image, plain and enlarged; crossed: "
+                   "one view each in turn (the image, the enlarged mirror image, the mirror image, the enlarged image).")
 @click.option("--weights-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="How the file stores the weights: float16 halves its size (probabilities move by under 1e-3).")
 @click.option("--val", "val_data", default=None, type=click.Path(), help="Labelled data to measure (and record) the ensemble's accuracy on, e.g. fer2013/val.")
@@ -459,13 +460,12 @@ def ensemble(models, out, tta, weights_dtype, val_data):
 
     require_tensorflow("fercli ensemble")
     from fercli.evaluate import evaluate
-    from fercli.architectures import TTA_VIEWS
     from fercli.ensemble import make_ensemble
     from fercli.modelfile import record_accuracy
 
     model = make_ensemble(list(models), out, tta=tta, weights_dtype=weights_dtype)
-    click.echo(f"saved {out}: {len(models)} model(s) x {len(TTA_VIEWS[tta])} view(s) ({', '.join(TTA_VIEWS[tta])}), "
-               f"{model.metadata['parameters']:,} parameters")
+    seen = "; ".join(f"{Path(m['model']).name}: {', '.join(m['views'])}" for m in model.metadata["ensemble"]["members"])
+    click.echo(f"saved {out}: {len(models)} model(s) ({seen}), {model.metadata['parameters']:,} parameters")
     if val_data:
         from fercli.export import calibrate_model_file
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from fercli.architectures import TTA_VIEWS, build_average
+from fercli.architectures import TTA_VIEWS, build_average, member_views
 from fercli.errors import UserError
 from fercli.inference import EmotionModel
 from fercli.modelfile import WEIGHT_DTYPES, save_model
@@ -13,9 +13,9 @@ ENSEMBLE_MEMBER_KEYS = ("arch", "parameters", "val_accuracy", "epochs_trained", 
 
 
 def make_ensemble(paths: list[str], out: str | os.PathLike, tta: str = "zoom-mirror", weights_dtype: str = "float32") -> "EmotionModel":
-    """Average several models (same classes and input size), each on the
-    test-time views of `tta`, into one model file (its weights stored as
-    `weights_dtype`); returns it loaded."""
+    """Average several models (same classes and input size), each on its
+    test-time views under `tta` (architectures.member_views), into one model
+    file (its weights stored as `weights_dtype`); returns it loaded."""
     from fercli import __version__
 
     members = [EmotionModel(p) for p in paths]
@@ -28,12 +28,15 @@ def make_ensemble(paths: list[str], out: str | os.PathLike, tta: str = "zoom-mir
     if weights_dtype not in WEIGHT_DTYPES:
         raise UserError(f"unknown weights dtype {weights_dtype!r}; choose one of {', '.join(WEIGHT_DTYPES)}.")
     averaged = build_average([m.keras_model for m in members], first.input_size, tta=tta)
-    # The data description is shared; training records stay with each member.
-    metadata = {key: first.metadata[key] for key in ENSEMBLE_SHARED_KEYS if key in first.metadata}
+    # The data description is the ensemble's where every member shares it; training records stay with each member.
+    shared = [key for key in ENSEMBLE_SHARED_KEYS if key in first.metadata
+              and all(m.metadata.get(key) == first.metadata[key] for m in members)]
+    metadata = {key: first.metadata[key] for key in shared}
+    own_keys = [key for key in ENSEMBLE_SHARED_KEYS if key not in shared] + list(ENSEMBLE_MEMBER_KEYS)
     metadata.update(arch="ensemble", fercli_version=__version__, val_accuracy=None,
                     parameters=int(averaged.count_params()), weights_dtype=weights_dtype,
                     ensemble={"tta": list(TTA_VIEWS[tta]), "members": [
-                        {"model": str(m.path), **{key: m.metadata.get(key) for key in ENSEMBLE_MEMBER_KEYS}}
-                        for m in members]})
+                        {"model": str(m.path), "views": list(views), **{key: m.metadata.get(key) for key in own_keys}}
+                        for m, views in zip(members, member_views(tta, len(members)))]})
     save_model(averaged, out, metadata, weights_dtype)
     return EmotionModel(out)

@@ -284,6 +284,37 @@ def test_ensemble_can_store_float16_weights(tmp_path):
     assert 0 < difference < 1e-3
 
 
+def test_crossed_views_give_each_network_one_view_in_turn(tmp_path):
+    """--tta crossed: the first network sees the image, the second the mirror
+    image with the centre 44 px enlarged back to 48 px; the file records which
+    network saw what, and the data description only where both share it."""
+    import keras
+    import tensorflow as tf
+
+    from fercli.modelfile import save_model
+
+    classes = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    members = []
+    for seed, data in ((1, "fer2013/train"), (2, "fer2013/train + ck_train")):
+        keras.utils.set_random_seed(seed)
+        members.append(tmp_path / f"member{seed}.keras")
+        save_model(build_model("vgg-small", 7, 48), members[-1], {"classes": classes, "input_size": 48, "arch": "vgg-small",
+                                                                  "data": data, "val_images": 10})
+    result = run("ensemble", *members, "--tta", "crossed", "--out", tmp_path / "crossed.keras")
+    assert result.exit_code == 0, result.output + result.stderr
+    images = synthetic_faces(16)
+    zoomed = tf.image.resize(images[:, 2:46, 2:46, None].astype(np.float32), (48, 48)).numpy()[..., 0]
+    first, second = (EmotionModel(m, precision="float32") for m in members)
+    expected = (first.predict(images, calibrated=False)
+                + second.predict(np.ascontiguousarray(zoomed[:, :, ::-1]), calibrated=False)) / 2
+    combined = EmotionModel(tmp_path / "crossed.keras", precision="float32")
+    np.testing.assert_allclose(combined.predict(images), expected, atol=1e-4)
+    meta = combined.metadata
+    assert [m["views"] for m in meta["ensemble"]["members"]] == [["image"], ["zoom+mirror"]]
+    assert "data" not in meta and [m["data"] for m in meta["ensemble"]["members"]] == ["fer2013/train", "fer2013/train + ck_train"]
+    assert meta["val_images"] == 10
+
+
 @requires_fer2013
 def test_zoom_test_time_views(tiny_model, fer_sample, tmp_path):
     """flip-zoom averages the image, its mirror and both with the centre 44 px
