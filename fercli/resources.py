@@ -37,7 +37,7 @@ def onnx_session(network: bytes | str, threads: int | None = None):
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads or stage_threads()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(network, options, providers=["CPUExecutionProvider"])
 
 
