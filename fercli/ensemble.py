@@ -33,10 +33,11 @@ def make_ensemble(paths: list[str], out: str | os.PathLike, tta: str = "zoom-mir
               and all(m.metadata.get(key) == first.metadata[key] for m in members)]
     metadata = {key: first.metadata[key] for key in shared}
     own_keys = [key for key in ENSEMBLE_SHARED_KEYS if key not in shared] + list(ENSEMBLE_MEMBER_KEYS)
+    seen_by = member_views(tta, len(members))
     metadata.update(arch="ensemble", fercli_version=__version__, val_accuracy=None,
                     parameters=int(averaged.count_params()), weights_dtype=weights_dtype,
-                    ensemble={"tta": list(TTA_VIEWS[tta]), "members": [
+                    ensemble={"tta": list(dict.fromkeys(view for seen in seen_by for view in seen)), "members": [
                         {"model": str(m.path), "views": list(views), **{key: m.metadata.get(key) for key in own_keys}}
-                        for m, views in zip(members, member_views(tta, len(members)))]})
+                        for m, views in zip(members, seen_by)]})
     save_model(averaged, out, metadata, weights_dtype)
     return EmotionModel(out)

@@ -311,6 +311,7 @@ def test_crossed_views_give_each_network_one_view_in_turn(tmp_path):
     np.testing.assert_allclose(combined.predict(images), expected, atol=1e-4)
     meta = combined.metadata
     assert [m["views"] for m in meta["ensemble"]["members"]] == [["image"], ["zoom+mirror"]]
+    assert meta["ensemble"]["tta"] == ["image", "zoom+mirror"]
     assert "data" not in meta and [m["data"] for m in meta["ensemble"]["members"]] == ["fer2013/train", "fer2013/train + ck_train"]
     assert meta["val_images"] == 10
 
