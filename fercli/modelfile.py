@@ -93,9 +93,13 @@ def resolve_model_path(name_or_path: str | os.PathLike | None, keras: bool = Fal
         raise UserError(f"model {name} is a folder: give a .keras or .lite model file.")
     if keras and path.name.endswith(LITE_SUFFIX) and not carries_keras_model(path):
         read_metadata(path)   # a damaged file says so first
-        raise UserError(f"{name} holds only the networks that run it (made by an older fercli): this needs the .keras "
-                        "file it was exported from.")
+        raise _without_keras_model(name)
     return path
+
+
+def _without_keras_model(path) -> UserError:
+    return UserError(f"{path} holds only the networks that run it (made by an older fercli): training, explaining "
+                     "and exporting need the .keras file it was exported from.")
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -140,8 +144,7 @@ def _keras_model_from_lite(keras, path: str | os.PathLike):
 
     with zipfile.ZipFile(path) as archive:
         if KERAS_MEMBER not in archive.namelist():
-            raise UserError(f"{path} holds only the networks that run it (made by an older fercli): training, explaining "
-                            "and exporting need the .keras file it was exported from.")
+            raise _without_keras_model(path)
         try:
             model = keras.models.model_from_json(archive.read(KERAS_MEMBER).decode())
             weights = {tensor.name: numpy_helper.to_array(tensor)
