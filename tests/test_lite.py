@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.clips import phone_clip
-from tests.conftest import REPO, FIXTURE_FACE, run, synthetic_faces, write_image
+from tests.conftest import FIXTURE_FACE, REPO, run, synthetic_faces, write_image
 
 HIDE = ("tensorflow", "keras", "jax")
 
@@ -197,6 +197,26 @@ def test_export_makes_a_lite_file_from_a_trained_model(tmp_path):
     assert again.exit_code == 0, again.stderr
     assert read_metadata(tmp_path / "again.lite")["precisions"] == ["float32"]
     assert np.abs(LiteModel(tmp_path / "again.lite").predict(crops) - LiteModel(lite, "float32").predict(crops)).max() < 1e-6
+
+
+def test_detector_int8_weights_keep_to_seven_bits():
+    """On CPUs without VNNI (AVX2) ONNX Runtime sums pairs of uint8 x int8
+    products in 16 bits with saturation: 8-bit weights (up to 127) overflow it
+    and the detector then finds other faces there; 7-bit ones (-64..64:
+    2 x 255 x 64 = 32,640) cannot (cascades/README.md)."""
+    onnx = pytest.importorskip("onnx", reason="reading the network's weights needs onnx (the train extra)")
+    from onnx import numpy_helper
+
+    from fercli.detect import CENTERFACE_FILE
+    from fercli.resources import resource_dir
+
+    graph = onnx.load(str(resource_dir("cascades") / CENTERFACE_FILE)).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    low, high = min(int(w.min()) for w in weights), max(int(w.max()) for w in weights)
+    assert len(weights) > 40 and -64 <= low and high <= 64 and high - low > 64, (len(weights), low, high)
+    # the output convolutions (box sizes, offsets, landmarks) read float32 weights
+    floats = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    assert sum(node.op_type == "Conv" and node.input[1] in floats for node in graph.node) == 3
 
 
 def test_damaged_lite_file_is_one_sentence(tmp_path):

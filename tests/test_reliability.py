@@ -115,7 +115,7 @@ def test_min_confidence_and_min_quality_mark_faces_uncertain(tmp_path):
     from fercli import Analyzer
     from fercli.errors import UserError
 
-    faces = Analyzer(min_confidence=float(face["confidence"]) + 1e-3).analyze(cv2.imread(str(FIXTURE_FACE)))
+    faces = Analyzer(min_confidence=float(face["confidence"]) + 1e-3).analyze(cv2.imread(str(image)))   # the image predict read
     assert faces.emotions == ["uncertain"] and faces[0].emotion == "uncertain"
     assert faces[faces.confidences > 0].emotions == ["uncertain"]   # a filtered record keeps the threshold
     with pytest.raises(UserError):

@@ -1,0 +1,91 @@
+"""Do the int8 networks answer on an AVX2-only CPU as on this one? Runs the
+face detector (generated hard scenes) and the int8 classifiers (face crops)
+here and again under QEMU's user-mode emulation of a CPU without AVX-512 or
+VNNI, where ONNX Runtime picks its AVX2 kernels, and prints how far the
+answers differ. QEMU's emulation is far slower than the CPU: it checks what
+the networks compute, not how fast.
+
+    apt-get download qemu-user-static && dpkg-deb -x qemu-user-static_*.deb /tmp/qemu
+    python benchmarks/check_avx2.py --qemu /tmp/qemu/usr/bin/qemu-x86_64-static [--cpu EPYC-Rome]
+        [--scenes 6] [--crops 200] [--model default --model fast] [--centerface FILE.onnx ...]
+
+Faces and crops come from FER-2013 val where ../shared/data has it, else the
+test fixture portrait. Prints figures; asserts nothing."""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def dump(out: str, scenes: int, crops: int, models: list[str], centerfaces: list[str]) -> None:
+    """What the networks answer on this (or the emulated) CPU, saved to `out`."""
+    import cv2
+
+    from fercli.data import to_gray
+    from fercli.detect import CenterFaceDetector
+    from fercli.inference import load_model
+    from tests.scenes import KINDS, face_pool, load_face, make_scene
+
+    pool, results = face_pool("val"), {}
+    rng = np.random.default_rng(0)
+    faces = np.stack([cv2.resize(to_gray(load_face(pool[int(i)])[0]), (48, 48), interpolation=cv2.INTER_AREA)
+                      for i in rng.integers(len(pool), size=crops)])
+    for name in models:
+        results[f"model {name}"] = load_model(name, "int8", threads=1).predict(faces, calibrated=False)
+    for path in centerfaces:
+        detector, scene_rng = CenterFaceDetector(threads=1, model_path=path or None), np.random.default_rng(7)
+        for k in range(scenes):
+            found = detector.detect(make_scene(KINDS[k % len(KINDS)], pool, scene_rng).image)
+            results[f"detector {path or 'shipped'} {k}"] = found.scores
+    np.savez(out, **results)
+
+
+def main():
+    from fercli.resources import cpu_features
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--qemu", required=True, help="qemu-x86_64(-static) binary")
+    parser.add_argument("--cpu", default="EPYC-Rome", help="the emulated CPU (EPYC-Rome: AVX2 and FMA, no AVX-512)")
+    parser.add_argument("--scenes", type=int, default=6)
+    parser.add_argument("--crops", type=int, default=200)
+    parser.add_argument("--model", action="append", help="int8 classifiers to check (default: default and fast)")
+    parser.add_argument("--centerface", action="append", help="CenterFace ONNX files to check (default: the shipped one)")
+    parser.add_argument("--dump", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    models, centerfaces = args.model or ["default", "fast"], args.centerface or [""]
+    if args.dump:
+        return dump(args.dump, args.scenes, args.crops, models, centerfaces)
+    print(f"CPU here: {cpu_features()}; emulated: {args.cpu}")
+    with tempfile.TemporaryDirectory() as folder:
+        runs = {}
+        for label, prefix in (("here", []), ("emulated", [args.qemu, "-cpu", args.cpu])):
+            out = str(Path(folder) / f"{label}.npz")
+            command = prefix + [sys.executable, __file__, "--qemu", args.qemu, "--dump", out, "--scenes", str(args.scenes),
+                                "--crops", str(args.crops)]
+            command += [a for m in models for a in ("--model", m)] + [a for c in centerfaces for a in ("--centerface", c)]
+            done = subprocess.run(command, capture_output=True, text=True, check=False, env=dict(os.environ, FERCLI_THREADS="1"))
+            if done.returncode:
+                sys.exit(f"{label} run failed: {done.stderr[-1500:]}")
+            runs[label] = np.load(out)
+    here, there = runs["here"], runs["emulated"]
+    for name in models:
+        a, b = here[f"model {name}"], there[f"model {name}"]
+        print(f"classifier {name} (int8, {len(a)} crops): the same top class for {(a.argmax(1) == b.argmax(1)).mean():.1%}, "
+              f"probabilities differ by at most {np.abs(a - b).max():.3f} (mean {np.abs(a - b).mean():.4f})")
+    for path in centerfaces:
+        keys = [k for k in here.files if k.startswith(f"detector {path or 'shipped'} ")]
+        found_here, found_there = sum(len(here[k]) for k in keys), sum(len(there[k]) for k in keys)
+        same = [np.abs(np.sort(here[k]) - np.sort(there[k])).max() for k in keys if len(here[k]) == len(there[k]) and len(here[k])]
+        print(f"detector {path or 'shipped'}: faces found {found_here} here, {found_there} emulated over {len(keys)} scenes; "
+              f"scores differ by at most {max(same, default=0):.3f} on the scenes with as many faces")
+
+
+if __name__ == "__main__":
+    main()
