@@ -3,7 +3,9 @@ face detector (generated hard scenes) and the int8 classifiers (face crops)
 here and again under QEMU's user-mode emulation of a CPU without AVX-512 or
 VNNI, where ONNX Runtime picks its AVX2 kernels, and prints how far the
 answers differ. QEMU's emulation is far slower than the CPU: it checks what
-the networks compute, not how fast.
+the networks compute, not how fast. For the classifiers it also runs each
+int8 network with ONNX Runtime's graph optimizations off (every step in float
+from its QDQ nodes), which tells the file's arithmetic from the kernels'.
 
     apt-get download qemu-user-static && dpkg-deb -x qemu-user-static_*.deb /tmp/qemu
     python benchmarks/check_avx2.py --qemu /tmp/qemu/usr/bin/qemu-x86_64-static [--cpu EPYC-Rome]
@@ -26,7 +28,10 @@ sys.path.insert(0, str(REPO))
 
 def dump(out: str, scenes: int, crops: int, models: list[str], centerfaces: list[str]) -> None:
     """What the networks answer on this (or the emulated) CPU, saved to `out`."""
+    import zipfile
+
     import cv2
+    import onnxruntime
 
     from fercli.data import to_gray
     from fercli.detect import CenterFaceDetector
@@ -34,11 +39,20 @@ def dump(out: str, scenes: int, crops: int, models: list[str], centerfaces: list
     from tests.scenes import KINDS, face_pool, load_face, make_scene
 
     pool, results = face_pool("val"), {}
-    rng = np.random.default_rng(0)
-    faces = np.stack([cv2.resize(to_gray(load_face(pool[int(i)])[0]), (48, 48), interpolation=cv2.INTER_AREA)
-                      for i in rng.integers(len(pool), size=crops)])
+    picked = [to_gray(load_face(pool[int(i)])[0]) for i in np.random.default_rng(0).integers(len(pool), size=crops)]
     for name in models:
-        results[f"model {name}"] = load_model(name, "int8", threads=1).predict(faces, calibrated=False)
+        model = load_model(name, "int8", threads=1)
+        size = model.input_size
+        faces = np.stack([cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA) for face in picked])
+        results[f"model {name}"] = model.predict(faces, calibrated=False)
+        # the same int8 network with ONNX Runtime's graph optimizations off: each step computed in float from
+        # its QDQ nodes, no fused int8 kernel (what the file's arithmetic gives exactly)
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads, options.log_severity_level = 1, 3
+        with zipfile.ZipFile(model.path) as archive:
+            session = onnxruntime.InferenceSession(archive.read("int8.onnx"), options, providers=["CPUExecutionProvider"])
+        results[f"unfused {name}"] = session.run(None, {session.get_inputs()[0].name: faces.astype(np.float32)[..., None]})[0]
     for path in centerfaces:
         detector, scene_rng = CenterFaceDetector(threads=1, model_path=path or None), np.random.default_rng(7)
         for k in range(scenes):
@@ -75,10 +89,16 @@ def main():
                 sys.exit(f"{label} run failed: {done.stderr[-1500:]}")
             runs[label] = np.load(out)
     here, there = runs["here"], runs["emulated"]
+    def apart(a, b) -> str:
+        return (f"the same top class for {(a.argmax(1) == b.argmax(1)).mean():.1%}, probabilities differ by at most "
+                f"{np.abs(a - b).max():.3f} (mean {np.abs(a - b).mean():.4f})")
+
     for name in models:
-        a, b = here[f"model {name}"], there[f"model {name}"]
-        print(f"classifier {name} (int8, {len(a)} crops): the same top class for {(a.argmax(1) == b.argmax(1)).mean():.1%}, "
-              f"probabilities differ by at most {np.abs(a - b).max():.3f} (mean {np.abs(a - b).mean():.4f})")
+        fused, unfused = f"model {name}", f"unfused {name}"
+        print(f"classifier {name} (int8, {len(here[fused])} crops, raw probabilities), here against emulated: {apart(here[fused], there[fused])}")
+        print(f"  with graph optimizations off, here against emulated: {apart(here[unfused], there[unfused])}")
+        print(f"  fused kernels against optimizations off: here {apart(here[fused], here[unfused])}; "
+              f"emulated {apart(there[fused], there[unfused])}")
     for path in centerfaces:
         keys = [k for k in here.files if k.startswith(f"detector {path or 'shipped'} ")]
         found_here, found_there = sum(len(here[k]) for k in keys), sum(len(there[k]) for k in keys)
