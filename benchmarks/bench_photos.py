@@ -7,13 +7,17 @@ figures. Runs on a clone without data sets (the faces come from the test
 fixture when ../shared/data is missing).
 
     python benchmarks/bench_photos.py [--photos 16] [--megapixels 12] [--mixed] [--model default] [--fer-python PY]
+        [--avx2-kernels]
 
 `--fer-python`: the Python of an environment with the `fer` package (e.g.
 `python3 -m venv /tmp/fer && /tmp/fer/bin/pip install fer==25.10.3`), which
 runs fer's `detect_emotions` (Haar) over the same files, imports included.
+`--avx2-kernels`: both as on a CPU without AVX-512 (benchmarks/avx2_kernels.py; fercli under gdb, fer with
+its libraries limited by their variables).
 
 Prints figures; asserts nothing (timings on shared machines are noisy)."""
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -62,6 +66,8 @@ def make_photos(folder: Path, count: int, megapixels: float, seed: int = 0, mixe
 
 
 def main():
+    from avx2_kernels import KERNELS_NOTE, environment, under_avx2_kernels
+
     from fercli.resources import cpu_features
 
     parser = argparse.ArgumentParser()
@@ -71,17 +77,21 @@ def main():
     parser.add_argument("--model", default="default")
     parser.add_argument("--runs", type=int, default=2, help="runs of the command; the fastest is printed")
     parser.add_argument("--fer-python", default=None, help="Python of an environment with fer 25.x, to time it on the same photos")
+    parser.add_argument("--avx2-kernels", action="store_true", help="run both commands with AVX2 kernels only (avx2_kernels.py)")
     args = parser.parse_args()
-    print(f"CPU: {cpu_features()}")
+    prefix = under_avx2_kernels if args.avx2_kernels else list
+    # fer runs no ONNX Runtime: its libraries' variables suffice (gdb would slow TensorFlow's start-up manyfold)
+    fer_env = dict(os.environ, **environment()) if args.avx2_kernels else None
+    print(f"CPU: {cpu_features()}" + (f"; {KERNELS_NOTE}" if args.avx2_kernels else ""))
     with tempfile.TemporaryDirectory(prefix="fercli_bench_photos_") as tmp:
         tmp = Path(tmp)
         (tmp / "in").mkdir()
         faces = make_photos(tmp / "in", args.photos, args.megapixels, mixed=args.mixed)
         walls = []
+        command = prefix([sys.executable, "-m", "fercli", "predict", "-p", str(tmp / "in"), "-o", str(tmp / "out"), "--model", args.model, "-q"])
         for _ in range(args.runs):
             start = time.perf_counter()
-            result = subprocess.run([sys.executable, "-m", "fercli", "predict", "-p", str(tmp / "in"), "-o", str(tmp / "out"),
-                                     "--model", args.model, "-q"], capture_output=True, text=True, cwd=REPO)
+            result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
             walls.append(time.perf_counter() - start)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024   # Linux: kilobytes
         rows = (tmp / "out" / "predictions.csv").read_text().count("\n") - 1 if (tmp / "out" / "predictions.csv").exists() else 0
@@ -92,11 +102,11 @@ def main():
         if result.returncode:
             print(result.stderr[-2000:])
         if args.fer_python:
-            walls = []
+            walls, command = [], [args.fer_python, "-c", FER_LOOP, str(tmp / "in")]
             for _ in range(args.runs):
                 start = time.perf_counter()
                 # the fer package's own folder must not be shadowed by a folder named fer in the working directory
-                fer = subprocess.run([args.fer_python, "-c", FER_LOOP, str(tmp / "in")], capture_output=True, text=True, cwd=tmp)
+                fer = subprocess.run(command, capture_output=True, text=True, cwd=tmp, env=fer_env)
                 walls.append(time.perf_counter() - start)
             if fer.returncode:
                 print(f"fer failed: {fer.stderr[-1000:]}")

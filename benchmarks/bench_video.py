@@ -4,13 +4,16 @@ each face detector; the wall time of the whole command, start-up included,
 against the clip length.
 
     python benchmarks/bench_video.py [--model default] [--detector centerface --detector haar] [--fer-python PY]
+        [--avx2-kernels]
 
 `--fer-python`: the Python of an environment with the `fer` package (e.g.
 `python3 -m venv /tmp/fer && /tmp/fer/bin/pip install fer==25.10.3`), which
 runs fer's `Video.analyze(FER(), frequency=3)` on the same clips, whole
-process, against fercli's defaults.
+process, against fercli's defaults. `--avx2-kernels`: both as on a CPU
+without AVX-512 (benchmarks/avx2_kernels.py).
 """
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,10 +37,18 @@ def main():
     parser.add_argument("--model", default="default", help="shipped model name or .keras file")
     parser.add_argument("--detector", action="append", help="face detector (repeatable; default: centerface and haar)")
     parser.add_argument("--fer-python", default=None, help="Python of an environment with fer 25.x, to time it on the same clips")
+    parser.add_argument("--avx2-kernels", action="store_true", help="run both commands with AVX2 kernels only (avx2_kernels.py)")
     args = parser.parse_args()
+    from avx2_kernels import KERNELS_NOTE, environment, under_avx2_kernels
+
     from fercli.resources import cpu_features
 
-    print(f"CPU: {cpu_features()}")   # the figures below depend on its instruction sets
+    prefix = under_avx2_kernels if args.avx2_kernels else list
+    # fer runs no ONNX Runtime: its libraries' variables suffice (gdb would slow TensorFlow's start-up manyfold)
+    fer_env = dict(os.environ, **environment()) if args.avx2_kernels else None
+    prefix([])   # (finds what it needs before the timed runs)
+    # the figures below depend on its instruction sets
+    print(f"CPU: {cpu_features()}" + (f"; {KERNELS_NOTE}" if args.avx2_kernels else ""))
     from tests.test_video import make_clip
 
     with tempfile.TemporaryDirectory(prefix="fercli_bench_video_") as tmp:
@@ -49,8 +60,8 @@ def main():
             for detector in args.detector or ["centerface", "haar"]:
                 for extra in ([], ["--every", "1"]):
                     start = time.perf_counter()
-                    result = subprocess.run([sys.executable, "-m", "fercli", "video", str(clip), "-o", str(tmp / "out"), "-q",
-                                             "--model", args.model, "--detector", detector, *extra],
+                    result = subprocess.run(prefix([sys.executable, "-m", "fercli", "video", str(clip), "-o", str(tmp / "out"), "-q",
+                                                    "--model", args.model, "--detector", detector, *extra]),
                                             capture_output=True, text=True, cwd=REPO)
                     wall = time.perf_counter() - start
                     print(f"{width}x{height} --detector {detector} {' '.join(extra) or '(defaults)'}: 300 frames (12.0 s of video) "
@@ -61,7 +72,7 @@ def main():
             if args.fer_python:
                 (tmp / "fer").mkdir(exist_ok=True)
                 start = time.perf_counter()
-                fer = subprocess.run([args.fer_python, "-c", FER_VIDEO, str(clip), str(tmp / "fer")], capture_output=True,
+                fer = subprocess.run([args.fer_python, "-c", FER_VIDEO, str(clip), str(tmp / "fer")], env=fer_env, capture_output=True,
                                      text=True, cwd=tmp / "fer")
                 wall = time.perf_counter() - start
                 print(f"{width}x{height} fer Video.analyze(frequency=3): {wall:.1f} s wall, exit {fer.returncode}"
