@@ -102,8 +102,45 @@ def quantize_int8(float_onnx: Path, out: Path, images: np.ndarray) -> None:
         quantize_static(str(prepared), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=on_the_image)
+        onnx.save(float_until_first_convolutions(onnx.load(str(out))), str(out))
     finally:
         prepared.unlink(missing_ok=True)
+
+
+def float_until_first_convolutions(network):
+    """The quantized network (onnx ModelProto) with the steps between its input
+    and the convolutions on the image (rescaling; an ensemble's mirrored and
+    zoomed views) in float again, as the convolutions are: the picture is not
+    quantized and dequantized on the way, which saves ONNX Runtime its slow
+    element-wise int8 kernels on a one-channel image (a tenth of `default`'s
+    int8 time on AVX2, benchmarks/bench_models.py). The rescaled values were
+    exact in int8 as in float, so the answers move by rounding only."""
+    graph = network.graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    on_the_way, frontier = {graph.input[0].name}, [graph.input[0].name]
+    while frontier:
+        for node in consumers.get(frontier.pop(), []):
+            if node.op_type != "Conv":
+                fresh = [name for name in node.output if name not in on_the_way]
+                on_the_way.update(fresh)
+                frontier.extend(fresh)
+    dropped = set()
+    for quantize in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in on_the_way]:
+        for dequantize in [n for n in consumers.get(quantize.output[0], []) if n.op_type == "DequantizeLinear"]:
+            for node in consumers.get(dequantize.output[0], []):
+                node.input[:] = [quantize.input[0] if name == dequantize.output[0] else name for name in node.input]
+            dropped.add(dequantize.name)
+        dropped.add(quantize.name)
+    kept = [n for n in graph.node if n.name not in dropped]
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in kept for name in node.input}
+    for initializer in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(initializer)
+    return network
 
 
 def calibration_sample(images: np.ndarray, count: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:

@@ -187,6 +187,8 @@ def test_export_makes_a_lite_file_from_a_trained_model(tmp_path):
 
     with zipfile.ZipFile(lite) as archive:
         stored = onnx.load_from_string(archive.read("float32.onnx")).graph.initializer
+        convolutions, on_the_way = steps_before_image_convolutions(onnx.load_from_string(archive.read("int8.onnx")).graph)
+    assert convolutions == 1 and not on_the_way & {"QuantizeLinear", "DequantizeLinear"}, on_the_way
     assert {t.data_type for t in stored if len(t.dims) == 4} == {onnx.TensorProto.FLOAT16}
     original, rebuilt = load_keras_model(tmp_path / "mine.keras"), load_keras_model(lite)
     pairs = [(a, b) for a, b in zip(original.variables, rebuilt.variables, strict=True) if "seed_generator" not in a.path]
@@ -217,6 +219,55 @@ def test_detector_int8_weights_keep_to_seven_bits():
     # the output convolutions (box sizes, offsets, landmarks) read float32 weights
     floats = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
     assert sum(node.op_type == "Conv" and node.input[1] in floats for node in graph.node) == 3
+    # the picture goes in as fercli holds it: uint8 (B, H, W, 3)
+    picture = graph.input[0].type.tensor_type
+    assert picture.elem_type == onnx.TensorProto.UINT8 and picture.shape.dim[3].dim_value == 3
+
+
+def steps_before_image_convolutions(graph) -> tuple[int, set[str]]:
+    """(how many convolutions read the image through no other convolution, the operators on the way there
+    that compute on it), walking back from each convolution's input."""
+    producers = {name: node for node in graph.node for name in node.output}
+    constants = {t.name for t in graph.initializer}
+    convolutions, on_the_way = 0, set()
+    for conv in (n for n in graph.node if n.op_type == "Conv"):
+        pending, seen, operators, reaches_input = [conv.input[0]], set(), set(), False
+        while pending:
+            name = pending.pop()
+            node = producers.get(name)
+            if name == graph.input[0].name:
+                reaches_input = True
+            if node is None or name in seen:
+                continue
+            if node.op_type == "Conv":   # another convolution first: this one does not read the image
+                reaches_input, pending = False, []
+                break
+            seen.add(name)
+            if not (node.op_type == "DequantizeLinear" and node.input[0] in constants):   # a constant's int8 copy
+                operators.add(node.op_type)
+            pending.extend(node.input)
+        if reaches_input:
+            convolutions += 1
+            on_the_way |= operators
+    return convolutions, on_the_way
+
+
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_int8_networks_do_not_quantize_the_image(name):
+    """The steps between the input and the (float32) convolutions on the image (rescaling, an ensemble's mirrored
+    and zoomed views) run in float: quantizing a one-channel picture there gains nothing and costs ONNX Runtime
+    its slow element-wise int8 kernels (export.float_until_first_convolutions)."""
+    onnx = pytest.importorskip("onnx", reason="reading the network needs onnx (the train extra)")
+    import zipfile
+
+    from fercli.modelfile import resolve_model_path
+
+    with zipfile.ZipFile(resolve_model_path(name)) as archive:
+        graph = onnx.load_from_string(archive.read("int8.onnx")).graph
+    convolutions, on_the_way = steps_before_image_convolutions(graph)
+    assert convolutions >= 1 and "Mul" in on_the_way, (convolutions, on_the_way)
+    assert not on_the_way & {"QuantizeLinear", "DequantizeLinear"}, on_the_way
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.node) > 10   # the rest is int8
 
 
 def test_damaged_lite_file_is_one_sentence(tmp_path):
