@@ -100,6 +100,7 @@ class CenterFaceDetector:
     PAD = 32               # input sides must be multiples of this
     PROBE_SCORE = 0.05     # coarse-pass score from which a place is looked at again, finer
     PROBE_SIDE = 4 * RELIABLE_SIDE   # ... where it saw the place smaller than this (network-input pixels)
+    PROBE_REACH = 1.5      # ... in a window reaching this many times the place's size beyond it on each side
 
     def __init__(self, min_face: int = 24, min_score: float = 0.25, max_pixels: int = 4_000_000,
                  detect_scale: float | None = None, max_side: int | None = None, nms_iou: float = 0.3,
@@ -112,6 +113,8 @@ class CenterFaceDetector:
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
             raise UserError(f"{path} is not a usable CenterFace ONNX file ({reason(exc)}).") from None
         self.input_name = self.session.get_inputs()[0].name
+        # the shipped file takes the picture as it is, uint8 BGR (H, W, 3); the wheel's float32 one RGB planes (3, H, W)
+        self.takes_bgr = self.session.get_inputs()[0].type == "tensor(uint8)"
         self.min_face, self.min_score, self.max_pixels = max(1, min_face), min_score, max_pixels
         self.detect_scale, self.max_side, self.nms_iou = detect_scale, max_side, nms_iou
 
@@ -152,7 +155,7 @@ class CenterFaceDetector:
         probes = coarse[~sure & (np.maximum(coarse.boxes[:, 2], coarse.boxes[:, 3]) * fine / 2 < self.PROBE_SIDE)]
         windows = []
         for x, y, w, h in probes.boxes:
-            reach = 1.5 * max(w, h)
+            reach = self.PROBE_REACH * max(w, h)
             windows.append([int(max(0, x - reach)), int(max(0, y - reach)),
                             int(min(width, x + w + reach)), int(min(height, y + h + reach))])
         parts = [coarse[sure]]
@@ -174,9 +177,12 @@ class CenterFaceDetector:
         resized = image if (new_w, new_h) == (width, height) else cv2.resize(
             image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR)
         pad_w, pad_h = -new_w % self.PAD, -new_h % self.PAD
-        # The network was trained on RGB in 0..255; padding right and bottom keeps the aspect ratio.
-        blob = np.zeros((1, 3, new_h + pad_h, new_w + pad_w), np.float32)
-        blob[0, :, :new_h, :new_w] = resized[:, :, ::-1].transpose(2, 0, 1)
+        # padding right and bottom keeps the aspect ratio
+        if self.takes_bgr:
+            blob = cv2.copyMakeBorder(resized, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=0)[None]
+        else:   # the network was trained on RGB in 0..255
+            blob = np.zeros((1, 3, new_h + pad_h, new_w + pad_w), np.float32)
+            blob[0, :, :new_h, :new_w] = resized[:, :, ::-1].transpose(2, 0, 1)
         heatmap, sizes, offsets, landmarks = self.session.run(None, {self.input_name: blob})
         return self._decode(heatmap[0, 0], sizes[0], offsets[0], landmarks[0], (new_h, new_w), min_score).scaled(1.0 / scale)
 
