@@ -188,7 +188,15 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
 
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from an encoded image's header, without decoding it;
-    None where the header cannot be read."""
+    None where the header cannot be read. JPEG and PNG headers are read here
+    (Pillow's parser takes longer than OpenCV takes to decode a 48x48 crop),
+    other formats by Pillow."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"\xff\xd8":
+        frame, _ = _jpeg_walk(data)
+        if frame:
+            return frame
     import io
 
     from PIL import Image
@@ -201,25 +209,39 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def jpeg_is_cut_off(raw: bytes) -> bool:
-    """A JPEG whose main image has no end-of-image marker after its scan data
-    (libjpeg decodes such a file silently, with a grey bottom). Bytes after the
-    marker, as phones and editors append, are fine: the marker is looked for
-    after the main image's first scan, found by walking the segments before it
-    (an EXIF thumbnail inside them has markers of its own)."""
-    position, length = 2, len(raw)
+_FRAME_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}   # start of frame (not DHT, JPG, DAC)
+
+
+def _jpeg_walk(raw: bytes) -> tuple[tuple[int, int] | None, int | None]:
+    """A JPEG's segments before its first scan, walked by their lengths (an
+    EXIF thumbnail inside one has markers of its own): the frame's (width,
+    height) where a start-of-frame segment gives them, and where the first
+    scan starts (None when there is none, or the segments run past the end)."""
+    frame, position, length = None, 2, len(raw)
     while position + 4 <= length and raw[position] == 0xFF:
         marker = raw[position + 1]
         if marker == 0xDA:  # start of scan: the entropy-coded data follows
-            return raw.find(b"\xff\xd9", position) < 0
+            return frame, position
         if marker == 0xFF:  # fill byte
             position += 1
             continue
         if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
             position += 2
             continue
+        if marker in _FRAME_MARKERS and frame is None and position + 9 <= length:
+            height, width = struct.unpack(">HH", raw[position + 5:position + 9])
+            frame = (width, height) if width and height else None   # height 0: given later (DNL)
         position += 2 + ((raw[position + 2] << 8) | raw[position + 3])
-    return True  # no scan at all, or the segments run past the end
+    return frame, None
+
+
+def jpeg_is_cut_off(raw: bytes) -> bool:
+    """A JPEG whose main image has no end-of-image marker after its scan data
+    (libjpeg decodes such a file silently, with a grey bottom). Bytes after the
+    marker, as phones and editors append, are fine: the marker is looked for
+    after the main image's first scan."""
+    _, scan = _jpeg_walk(raw)
+    return scan is None or raw.find(b"\xff\xd9", scan) < 0
 
 
 _decoding = threading.Lock()

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fercli.data import decode_image, jpeg_is_cut_off
+from fercli.data import decode_image, header_size, jpeg_is_cut_off
 from tests.conftest import REPO, run
 from tests.scenes import FIXTURE_FACE
 
@@ -67,6 +67,25 @@ def test_decompression_bomb_is_refused_from_its_header_and_the_batch_goes_on(tmp
     monkeypatch.setenv("FERCLI_MAX_PIXELS", "100000000")  # restored after the test, whatever --max-pixels sets
     result = run("--max-pixels", 2e9, "predict", "-p", folder / "good.jpg", "-o", tmp_path / "out2")
     assert result.exit_code == 0
+
+
+def test_header_size_reads_what_pillow_reads_without_decoding():
+    """JPEG (baseline, progressive, with an EXIF thumbnail holding a frame of its own) and PNG headers read by hand
+    give Pillow's size; other formats go to Pillow; a header too damaged to read is None."""
+    import io
+
+    from PIL import Image
+
+    picture = np.random.default_rng(0).integers(0, 255, (37, 53, 3), np.uint8)
+    thumbnail = cv2.imencode(".jpg", picture[:9, :11])[1].tobytes()
+    baseline = cv2.imencode(".jpg", picture)[1].tobytes()
+    exif = b"\xff\xe1" + (len(thumbnail) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + thumbnail   # APP1 before the frame
+    encoded = {"baseline": baseline, "exif thumbnail": baseline[:2] + exif + baseline[2:],
+               "progressive": cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes(),
+               "png": cv2.imencode(".png", picture)[1].tobytes(), "bmp": cv2.imencode(".bmp", picture)[1].tobytes()}
+    for kind, data in encoded.items():
+        assert header_size(data) == Image.open(io.BytesIO(data)).size == (53, 37), kind
+    assert header_size(b"\xff\xd8\xff\xc0\x00") is None and header_size(b"not an image") is None
 
 
 def test_jpeg_with_bytes_after_its_end_marker_is_read_and_a_cut_one_is_not():
