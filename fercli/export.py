@@ -112,9 +112,11 @@ def float_until_first_convolutions(network):
     and the convolutions on the image (rescaling; an ensemble's mirrored and
     zoomed views) in float again, as the convolutions are: the picture is not
     quantized and dequantized on the way, which saves ONNX Runtime its slow
-    element-wise int8 kernels on a one-channel image (a tenth of `default`'s
-    int8 time on AVX2, benchmarks/bench_models.py). The rescaled values were
-    exact in int8 as in float, so the answers move by rounding only."""
+    element-wise int8 kernels on a one-channel image (`default` with AVX2
+    kernels: 338 against 281 crops/s, benchmarks/bench_models.py), whose
+    rounding differed between AVX2 and VNNI CPUs (models/MODEL.md). The
+    rescaled values were exact in int8 as in float, so the answers move by
+    rounding only."""
     graph = network.graph
     consumers: dict[str, list] = {}
     for node in graph.node:
@@ -127,14 +129,14 @@ def float_until_first_convolutions(network):
                 fresh = [name for name in node.output if name not in on_the_way]
                 on_the_way.update(fresh)
                 frontier.extend(fresh)
-    dropped = set()
+    dropped = set()   # ids: nodes need not have names
     for quantize in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in on_the_way]:
         for dequantize in [n for n in consumers.get(quantize.output[0], []) if n.op_type == "DequantizeLinear"]:
             for node in consumers.get(dequantize.output[0], []):
                 node.input[:] = [quantize.input[0] if name == dequantize.output[0] else name for name in node.input]
-            dropped.add(dequantize.name)
-        dropped.add(quantize.name)
-    kept = [n for n in graph.node if n.name not in dropped]
+            dropped.add(id(dequantize))
+        dropped.add(id(quantize))
+    kept = [n for n in graph.node if id(n) not in dropped]
     del graph.node[:]
     graph.node.extend(kept)
     used = {name for node in kept for name in node.input}

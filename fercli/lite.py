@@ -10,8 +10,10 @@ A `.lite` model file is a zip archive of
 - `int8.onnx`: the same statically quantized (QDQ: int8 weights per channel,
   uint8 activations with ranges measured on training images); the convolutions
   on the image itself stay float32, where int8 costs a point of accuracy and
-  saves little, and so do the steps before them (export.float_until_first_convolutions). 1.6-1.9x float32's crops/s on an AVX2 CPU, within 0.3 point
-  on FER-2013 PublicTest (benchmarks/bench_models.py). Left out by
+  saves little, and so do the steps before them
+  (export.float_until_first_convolutions). 1.6-1.9x float32's crops/s on an
+  AVX2 CPU, within 0.3 point on FER-2013 PublicTest
+  (benchmarks/bench_models.py). Left out by
   `fercli export --no-int8` (a smaller file),
 - `keras.json`: the Keras architecture, from which modelfile.load_keras_model
   rebuilds the Keras model with the weights of `float32.onnx` (training from
