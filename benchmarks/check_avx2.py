@@ -10,6 +10,7 @@ from its QDQ nodes), which tells the file's arithmetic from the kernels'.
     apt-get download qemu-user-static && dpkg-deb -x qemu-user-static_*.deb /tmp/qemu
     python benchmarks/check_avx2.py --qemu /tmp/qemu/usr/bin/qemu-x86_64-static [--cpu EPYC-Rome]
         [--scenes 6] [--crops 200] [--model default --model fast] [--centerface FILE.onnx ...]
+    python benchmarks/check_avx2.py --avx2-kernels ...   # against benchmarks/avx2_kernels.py instead: seconds, not minutes
 
 Faces and crops come from FER-2013 val where ../shared/data has it, else the
 test fixture portrait. Prints figures; asserts nothing."""
@@ -65,7 +66,9 @@ def main():
     from fercli.resources import cpu_features
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--qemu", required=True, help="qemu-x86_64(-static) binary")
+    parser.add_argument("--qemu", help="qemu-x86_64(-static) binary")
+    parser.add_argument("--avx2-kernels", action="store_true",
+                        help="instead of QEMU, this CPU with its AVX-512 hidden (avx2_kernels.py: the same answers, far faster)")
     parser.add_argument("--cpu", default="EPYC-Rome", help="the emulated CPU (EPYC-Rome: AVX2 and FMA, no AVX-512)")
     parser.add_argument("--scenes", type=int, default=6)
     parser.add_argument("--crops", type=int, default=200)
@@ -76,13 +79,18 @@ def main():
     models, centerfaces = args.model or ["default", "fast"], args.centerface or [""]
     if args.dump:
         return dump(args.dump, args.scenes, args.crops, models, centerfaces)
-    print(f"CPU here: {cpu_features()}; emulated: {args.cpu}")
+    if not args.qemu and not args.avx2_kernels:
+        parser.error("give --qemu PATH or --avx2-kernels")
+    from avx2_kernels import under_avx2_kernels
+
+    print(f"CPU here: {cpu_features()}; against: {'its AVX2 kernels' if args.avx2_kernels else 'emulated ' + args.cpu}")
+    against = under_avx2_kernels([]) if args.avx2_kernels else [args.qemu, "-cpu", args.cpu]
+    other = "AVX2 kernels" if args.avx2_kernels else "emulated"
     with tempfile.TemporaryDirectory() as folder:
         runs = {}
-        for label, prefix in (("here", []), ("emulated", [args.qemu, "-cpu", args.cpu])):
+        for label, prefix in (("here", []), ("emulated", against)):
             out = str(Path(folder) / f"{label}.npz")
-            command = prefix + [sys.executable, __file__, "--qemu", args.qemu, "--dump", out, "--scenes", str(args.scenes),
-                                "--crops", str(args.crops)]
+            command = prefix + [sys.executable, __file__, "--dump", out, "--scenes", str(args.scenes), "--crops", str(args.crops)]
             command += [a for m in models for a in ("--model", m)] + [a for c in centerfaces for a in ("--centerface", c)]
             done = subprocess.run(command, capture_output=True, text=True, check=False, env=dict(os.environ, FERCLI_THREADS="1"))
             if done.returncode:
@@ -95,15 +103,15 @@ def main():
 
     for name in models:
         fused, unfused = f"model {name}", f"unfused {name}"
-        print(f"classifier {name} (int8, {len(here[fused])} crops, raw probabilities), here against emulated: {apart(here[fused], there[fused])}")
-        print(f"  with graph optimizations off, here against emulated: {apart(here[unfused], there[unfused])}")
+        print(f"classifier {name} (int8, {len(here[fused])} crops, raw probabilities), here against {other}: {apart(here[fused], there[fused])}")
+        print(f"  with graph optimizations off, here against {other}: {apart(here[unfused], there[unfused])}")
         print(f"  fused kernels against optimizations off: here {apart(here[fused], here[unfused])}; "
-              f"emulated {apart(there[fused], there[unfused])}")
+              f"{other} {apart(there[fused], there[unfused])}")
     for path in centerfaces:
         keys = [k for k in here.files if k.startswith(f"detector {path or 'shipped'} ")]
         found_here, found_there = sum(len(here[k]) for k in keys), sum(len(there[k]) for k in keys)
         same = [np.abs(np.sort(here[k]) - np.sort(there[k])).max() for k in keys if len(here[k]) == len(there[k]) and len(here[k])]
-        print(f"detector {path or 'shipped'}: faces found {found_here} here, {found_there} emulated over {len(keys)} scenes; "
+        print(f"detector {path or 'shipped'}: faces found {found_here} here, {found_there} {other} over {len(keys)} scenes; "
               f"scores differ by at most {max(same, default=0):.3f} on the scenes with as many faces")
 
 
