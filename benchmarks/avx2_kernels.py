@@ -5,19 +5,18 @@ it (the same cores running the other kernels; not an AVX2-only CPU's clock or
 caches).
 
     python benchmarks/avx2_kernels.py -- fercli predict photos/ -o out
-    python benchmarks/avx2_kernels.py --check [--qemu /tmp/qemu/usr/bin/qemu-x86_64-static]   # int8 answers: here, AVX2 kernels, QEMU
 
 ONNX Runtime chooses its kernels from CPUID and XCR0 and has no setting for
 it, so the command runs under gdb: after each `xgetbv` in ONNX Runtime's
 library (found with objdump) the AVX-512 state bits of XCR0 are cleared, and
 ONNX Runtime takes the CPU for one without AVX-512 (its int8 kernels then sum
-with VPMADDUBSW, as on such CPUs; `--check` shows the int8 probabilities
-equal to those on QEMU's emulated AVX2 CPU, bit for bit). OpenCV, NumPy and
+with VPMADDUBSW, as on such CPUs; `check_avx2.py --avx2-kernels --qemu QEMU`
+shows the int8 probabilities equal to those on QEMU's emulated AVX2 CPU, bit
+for bit). OpenCV, NumPy and
 oneDNN (TensorFlow, for `fer`) are limited by their own environment
 variables, `environment()`. gdb's start costs 0.7 s (predict) to 1.5 s
 (video, which loads more libraries) of wall time, counted in the command's.
 Needs gdb and objdump (binutils) on Linux x86-64."""
-import argparse
 import glob
 import json
 import os
@@ -137,55 +136,10 @@ def run(command: list[str]) -> int:
     return done.returncode
 
 
-CHECK = r"""
-import sys, zipfile
-import numpy as np, onnxruntime
-sys.path.insert(0, sys.argv[2])
-from tests.scenes import face_pool, load_face
-from fercli.data import to_gray
-import cv2
-network = zipfile.ZipFile(sys.argv[2] + "/models/default.lite").read("int8.onnx")
-session = onnxruntime.InferenceSession(network, providers=["CPUExecutionProvider"])
-pool = face_pool("val")
-crops = np.stack([cv2.resize(to_gray(load_face(pool[i % len(pool)])[0]), (48, 48)) for i in range(64)])
-np.save(sys.argv[1], session.run(None, {session.get_inputs()[0].name: crops.astype(np.float32)[..., None]})[0])
-"""
-
-
-def check(qemu: str | None) -> None:
-    """The shipped default classifier's int8 probabilities for 64 crops: here, with the AVX2 kernels, and (with `qemu`)
-    on QEMU's emulated AVX2 CPU. AVX2's fused int8 kernels round otherwise than VNNI's (up to about 0.1 apart here)."""
-    repo = str(Path(__file__).resolve().parent.parent)
-    with tempfile.TemporaryDirectory() as folder:
-        code = Path(folder) / "check.py"
-        code.write_text(CHECK)
-        runs = {"here": [sys.executable], "AVX2 kernels": [sys.executable, __file__, "--", sys.executable]}
-        if qemu:
-            runs["QEMU EPYC-Rome"] = [qemu, "-cpu", "EPYC-Rome", sys.executable]
-        import numpy as np
-
-        answers = {}
-        for label, prefix in runs.items():
-            out = str(Path(folder) / f"{len(answers)}.npy")
-            subprocess.run(prefix + [str(code), out, repo], check=True, capture_output=True)
-            answers[label] = np.load(out)
-    base = answers["AVX2 kernels"]
-    for label, values in answers.items():
-        if label != "AVX2 kernels":
-            print(f"AVX2 kernels against {label}: probabilities differ by at most {abs(base - values).max():.6f}")
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(usage="%(prog)s [--check [--qemu PATH]] [-- COMMAND ...]")
-    parser.add_argument("--check", action="store_true", help="compare the int8 answers with those here (and QEMU's)")
-    parser.add_argument("--qemu", help="qemu-x86_64(-static), for --check")
-    parser.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args()
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if args.check:
-        return check(args.qemu)
-    if not command:
-        parser.error("give a command after --")
+    command = sys.argv[2:] if sys.argv[1:2] == ["--"] else sys.argv[1:]
+    if not command or command[0].startswith("-"):
+        sys.exit(f"usage: {sys.argv[0]} -- COMMAND [ARGS ...]   (benchmarks/check_avx2.py compares the answers)")
     sys.exit(run(command))
 
 

@@ -2,9 +2,9 @@
 FERCLI_PRECISION=float32: wall time of each, start-up, reading and charts
 included, runs interleaved and the fastest of each printed, with the CPU's
 instruction sets. The crops are FER-2013 val where ../shared/data has it (or
---data), else 3,589 crops made from the test fixture portrait (shifted, scaled,
-turned, darkened: the network's time does not depend on what it sees, and the
-accuracy printed then means nothing).
+--data), else 3,589 crops made from the test fixture portrait (mirrored, darkened: the
+network's time does not depend on what it sees, and the accuracy printed then
+means nothing).
 
     python benchmarks/bench_eval.py [--data ../shared/data/fer2013/val] [--model default] [--runs 3] [--avx2-kernels]
 
@@ -29,17 +29,16 @@ CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
 
 def make_crops(folder: Path, count: int = 3589, seed: int = 0) -> None:
-    """`count` 48x48 grayscale JPEG crops in class folders, varied copies of the fixture face."""
-    from fercli.data import to_gray
-    from tests.scenes import FIXTURE_FACE
+    """`count` JPEG crops in class folders: the fixture face as training prepares it, mirrored and darkened at random."""
+    from fercli.data import prepare_face
+    from tests.scenes import FIXTURE_FACE, FIXTURE_FACE_CLASS, load_face
 
-    face = cv2.resize(to_gray(cv2.imread(str(FIXTURE_FACE))), (64, 64), interpolation=cv2.INTER_AREA)
+    face = prepare_face(load_face((FIXTURE_FACE, FIXTURE_FACE_CLASS))[0], 48)
     rng = np.random.default_rng(seed)
     for name in CLASSES:
         (folder / name).mkdir(parents=True)
     for i in range(count):
-        turn = cv2.getRotationMatrix2D((32 + rng.uniform(-3, 3), 32 + rng.uniform(-3, 3)), rng.uniform(-15, 15), rng.uniform(0.9, 1.15))
-        crop = cv2.warpAffine(face, turn, (64, 64), borderMode=cv2.BORDER_REFLECT)[8:56, 8:56] * rng.uniform(0.5, 1.0)
+        crop = (face[:, ::-1] if rng.random() < 0.5 else face) * rng.uniform(0.5, 1.0)
         cv2.imwrite(str(folder / CLASSES[i % len(CLASSES)] / f"crop{i:05d}.jpg"), crop.astype(np.uint8))
 
 

@@ -46,7 +46,6 @@ def main():
     prefix = under_avx2_kernels if args.avx2_kernels else list
     # fer runs no ONNX Runtime: its libraries' variables suffice (gdb would slow TensorFlow's start-up manyfold)
     fer_env = dict(os.environ, **environment()) if args.avx2_kernels else None
-    prefix([])   # (finds what it needs before the timed runs)
     # the figures below depend on its instruction sets
     print(f"CPU: {cpu_features()}" + (f"; {KERNELS_NOTE}" if args.avx2_kernels else ""))
     from tests.test_video import make_clip
@@ -59,10 +58,10 @@ def main():
             make_clip(clip, frames=300, fps=25, size=(width, height), face_side=140 if width == 640 else 220)
             for detector in args.detector or ["centerface", "haar"]:
                 for extra in ([], ["--every", "1"]):
+                    command = prefix([sys.executable, "-m", "fercli", "video", str(clip), "-o", str(tmp / "out"), "-q",
+                                      "--model", args.model, "--detector", detector, *extra])
                     start = time.perf_counter()
-                    result = subprocess.run(prefix([sys.executable, "-m", "fercli", "video", str(clip), "-o", str(tmp / "out"), "-q",
-                                                    "--model", args.model, "--detector", detector, *extra]),
-                                            capture_output=True, text=True, cwd=REPO)
+                    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
                     wall = time.perf_counter() - start
                     print(f"{width}x{height} --detector {detector} {' '.join(extra) or '(defaults)'}: 300 frames (12.0 s of video) "
                           f"in {wall:.1f} s wall = {12.0 / wall:.2f}x real time ({300 / wall:.0f} frames/s incl. start-up); "

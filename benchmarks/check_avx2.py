@@ -11,6 +11,7 @@ from its QDQ nodes), which tells the file's arithmetic from the kernels'.
     python benchmarks/check_avx2.py --qemu /tmp/qemu/usr/bin/qemu-x86_64-static [--cpu EPYC-Rome]
         [--scenes 6] [--crops 200] [--model default --model fast] [--centerface FILE.onnx ...]
     python benchmarks/check_avx2.py --avx2-kernels ...   # against benchmarks/avx2_kernels.py instead: seconds, not minutes
+    python benchmarks/check_avx2.py --avx2-kernels --qemu QEMU --scenes 0 --crops 64 --model default   # the two against each other
 
 Faces and crops come from FER-2013 val where ../shared/data has it, else the
 test fixture portrait. Prints figures; asserts nothing."""
@@ -80,38 +81,44 @@ def main():
     if args.dump:
         return dump(args.dump, args.scenes, args.crops, models, centerfaces)
     if not args.qemu and not args.avx2_kernels:
-        parser.error("give --qemu PATH or --avx2-kernels")
+        parser.error("give --qemu PATH, --avx2-kernels, or both (then the AVX2 kernels against QEMU)")
     from avx2_kernels import under_avx2_kernels
 
-    print(f"CPU here: {cpu_features()}; against: {'its AVX2 kernels' if args.avx2_kernels else 'emulated ' + args.cpu}")
-    against = under_avx2_kernels([]) if args.avx2_kernels else [args.qemu, "-cpu", args.cpu]
-    other = "AVX2 kernels" if args.avx2_kernels else "emulated"
+    sides = [("here", [])] if not (args.qemu and args.avx2_kernels) else []
+    if args.avx2_kernels:
+        sides.append(("AVX2 kernels", under_avx2_kernels([])))
+    if args.qemu:
+        sides.append((f"emulated {args.cpu}", [args.qemu, "-cpu", args.cpu]))
+    (mine, _), (other, _) = sides
+    print(f"CPU here: {cpu_features()}; {mine} against {other}")
+    runs = []
     with tempfile.TemporaryDirectory() as folder:
-        runs = {}
-        for label, prefix in (("here", []), ("emulated", against)):
-            out = str(Path(folder) / f"{label}.npz")
+        for k, (label, prefix) in enumerate(sides):
+            out = str(Path(folder) / f"{k}.npz")
             command = prefix + [sys.executable, __file__, "--dump", out, "--scenes", str(args.scenes), "--crops", str(args.crops)]
             command += [a for m in models for a in ("--model", m)] + [a for c in centerfaces for a in ("--centerface", c)]
             done = subprocess.run(command, capture_output=True, text=True, check=False, env=dict(os.environ, FERCLI_THREADS="1"))
             if done.returncode:
                 sys.exit(f"{label} run failed: {done.stderr[-1500:]}")
-            runs[label] = np.load(out)
-    here, there = runs["here"], runs["emulated"]
+            runs.append(np.load(out))
+    here, there = runs
+
     def apart(a, b) -> str:
         return (f"the same top class for {(a.argmax(1) == b.argmax(1)).mean():.1%}, probabilities differ by at most "
                 f"{np.abs(a - b).max():.3f} (mean {np.abs(a - b).mean():.4f})")
 
     for name in models:
         fused, unfused = f"model {name}", f"unfused {name}"
-        print(f"classifier {name} (int8, {len(here[fused])} crops, raw probabilities), here against {other}: {apart(here[fused], there[fused])}")
-        print(f"  with graph optimizations off, here against {other}: {apart(here[unfused], there[unfused])}")
-        print(f"  fused kernels against optimizations off: here {apart(here[fused], here[unfused])}; "
+        print(f"classifier {name} (int8, {len(here[fused])} crops, raw probabilities), {mine} against {other}: "
+              f"{apart(here[fused], there[fused])}")
+        print(f"  with graph optimizations off, {mine} against {other}: {apart(here[unfused], there[unfused])}")
+        print(f"  fused kernels against optimizations off: {mine} {apart(here[fused], here[unfused])}; "
               f"{other} {apart(there[fused], there[unfused])}")
     for path in centerfaces:
         keys = [k for k in here.files if k.startswith(f"detector {path or 'shipped'} ")]
         found_here, found_there = sum(len(here[k]) for k in keys), sum(len(there[k]) for k in keys)
         same = [np.abs(np.sort(here[k]) - np.sort(there[k])).max() for k in keys if len(here[k]) == len(there[k]) and len(here[k])]
-        print(f"detector {path or 'shipped'}: faces found {found_here} here, {found_there} {other} over {len(keys)} scenes; "
+        print(f"detector {path or 'shipped'}: faces found {found_here} {mine}, {found_there} {other} over {len(keys)} scenes; "
               f"scores differ by at most {max(same, default=0):.3f} on the scenes with as many faces")
 
 

@@ -240,7 +240,7 @@ def steps_before_image_convolutions(graph) -> tuple[int, set[str]]:
             if node is None or name in seen:
                 continue
             if node.op_type == "Conv":   # another convolution first: this one does not read the image
-                reaches_input, pending = False, []
+                reaches_input = False
                 break
             seen.add(name)
             if not (node.op_type == "DequantizeLinear" and node.input[0] in constants):   # a constant's int8 copy
