@@ -87,7 +87,9 @@ class CenterFaceDetector:
     """CenterFace on ONNX Runtime. The fine scale makes a face of `min_face`
     pixels `RELIABLE_SIDE` pixels in the network's input (where CenterFace finds
     even tight crops reliably), within a budget of `max_pixels` network-input
-    pixels. The whole image is seen at half that scale; only the places that
+    pixels. `min_face` None: MIN_FACE pixels, or in a picture whose shorter
+    side is over MIN_FACE_SHARE times that, that side / MIN_FACE_SHARE (the
+    search follows the picture's size; faces found smaller are still kept). The whole image is seen at half that scale; only the places that
     pass finds faint are looked at again at the fine scale (`_coarse_then_fine`).
     `detect_scale` forces one pass at that scale, `max_side` one pass on the
     image at most that many pixels on its long side (video); `threads`: ONNX
@@ -95,14 +97,17 @@ class CenterFaceDetector:
     `min_score` are dropped; non-maximum suppression across the passes makes one
     face one box."""
 
+    MIN_FACE = 24          # smallest face side searched for, in picture pixels
+    MIN_FACE_SHARE = 30    # ... and at least this share of the shorter side (1/30: 24 px in 720p, 32 px in 1280x960)
     RELIABLE_SIDE = 48     # face side in network-input pixels found reliably (benchmarks/bench_detect.py)
     STRIDE = 4             # the network's output grid step
     PAD = 32               # input sides must be multiples of this
     PROBE_SCORE = 0.05     # coarse-pass score from which a place is looked at again, finer
     PROBE_SIDE = 4 * RELIABLE_SIDE   # ... where it saw the place smaller than this (network-input pixels)
     PROBE_REACH = 1.5      # ... in a window reaching this many times the place's size beyond it on each side
+    runs_concurrently = True   # detect() keeps no state: several threads may call it at once
 
-    def __init__(self, min_face: int = 24, min_score: float = 0.25, max_pixels: int = 4_000_000,
+    def __init__(self, min_face: int | None = None, min_score: float = 0.25, max_pixels: int = 4_000_000,
                  detect_scale: float | None = None, max_side: int | None = None, nms_iou: float = 0.3,
                  model_path: str | None = None, threads: int | None = None, **_):
         path = Path(model_path) if model_path else resource_dir("cascades") / CENTERFACE_FILE
@@ -115,7 +120,8 @@ class CenterFaceDetector:
         self.input_name = self.session.get_inputs()[0].name
         # the shipped file takes the picture as it is, uint8 BGR (H, W, 3); the wheel's float32 one RGB planes (3, H, W)
         self.takes_bgr = self.session.get_inputs()[0].type == "tensor(uint8)"
-        self.min_face, self.min_score, self.max_pixels = max(1, min_face), min_score, max_pixels
+        self.min_face = max(1, min_face) if min_face else None
+        self.min_score, self.max_pixels = min_score, max_pixels
         self.detect_scale, self.max_side, self.nms_iou = detect_scale, max_side, nms_iou
 
     def scale_for(self, height: int, width: int) -> float:
@@ -123,7 +129,8 @@ class CenterFaceDetector:
             return self.detect_scale
         if self.max_side:
             return min(1.0, self.max_side / max(height, width, 1))
-        return float(min(self.RELIABLE_SIDE / self.min_face, np.sqrt(self.max_pixels / max(height * width, 1))))
+        min_face = self.min_face or max(self.MIN_FACE, min(height, width) / self.MIN_FACE_SHARE)
+        return float(min(self.RELIABLE_SIDE / min_face, np.sqrt(self.max_pixels / max(height * width, 1))))
 
     def detect(self, image: np.ndarray) -> Faces:
         image = to_bgr(image)
@@ -139,7 +146,7 @@ class CenterFaceDetector:
 
     def _kept(self, found: Faces) -> Faces:
         # CenterFace's boxes are taller than wide (forehead to chin): the height is the face's size.
-        return found[np.maximum(found.boxes[:, 2], found.boxes[:, 3]) >= self.min_face].in_reading_order()
+        return found[np.maximum(found.boxes[:, 2], found.boxes[:, 3]) >= (self.min_face or self.MIN_FACE)].in_reading_order()
 
     def _coarse_then_fine(self, image: np.ndarray, fine: float) -> Faces:
         """A pass at half the fine scale with a low threshold, then the fine

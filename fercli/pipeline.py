@@ -35,19 +35,28 @@ class Analyzer:
     (default resources.stage_threads(), half the CPUs, as video decodes and
     encodes beside them; photos, where detection is nearly all the work, give
     every CPU: resources.cpu_threads()).
+    `detect_workers`: images fercli.run detects at once, each on its own
+    thread, sharing the detector's `threads` (ONNX Runtime runs one session
+    from several threads; the Haar cascade, which spreads one image over the
+    CPUs itself, stays at one).
     `analyze` may be called from several threads: calls take turns on `lock`
     (re-entrant, for callers that need several steps in one turn)."""
 
     def __init__(self, model=None, detector=None, align: bool = True, min_confidence: float = 0.0,
-                 min_quality: float = DEFAULT_MIN_QUALITY, threads: int | None = None, **detector_options):
+                 min_quality: float = DEFAULT_MIN_QUALITY, threads: int | None = None, detect_workers: int = 1,
+                 **detector_options):
         from fercli.detect import DEFAULT_DETECTOR, make_detector
         from fercli.inference import load_model
+        from fercli.resources import stage_threads
 
         # a loaded model (lite.LiteModel, inference.EmotionModel), or its name or file for inference.load_model
         self.model = model if hasattr(model, "predict") else load_model(model, threads=threads)
         if detector is None or isinstance(detector, str):
-            detector = make_detector(detector or DEFAULT_DETECTOR, threads=threads, **detector_options)
+            # images detected side by side share the threads
+            per_image = max(1, (threads or stage_threads()) // max(1, detect_workers))
+            detector = make_detector(detector or DEFAULT_DETECTOR, threads=per_image, **detector_options)
         self.detector = detector
+        self.detect_workers = max(1, detect_workers) if getattr(detector, "runs_concurrently", False) else 1
         self.align = align
         for name, value in (("min_confidence", min_confidence), ("min_quality", min_quality)):
             if not 0.0 <= float(value) <= 1.0:
@@ -67,6 +76,7 @@ class Analyzer:
 
         view = copy.copy(self)
         view.detector = FollowingDetector(self.detector, full_every)
+        view.detect_workers = 1   # each frame's detection depends on the one before
         return view
 
     def detect(self, image: np.ndarray) -> Faces:

@@ -6,9 +6,11 @@
 Three stages overlap, each on its own thread, so that decoding, the networks
 and encoding use every core (the libraries release the GIL while they work):
 - reading: items are decoded ahead of their turn (READ_AHEAD of them),
-- analysis: faces are found item by item and classified in batches across
-  items (up to BATCH_FACES faces or BATCH_ITEMS analysed items or BATCH_PIXELS
-  pixels held), so the classifier runs full batches on folders and video,
+- analysis: faces are found item by item (photos: as many items at once
+  as the analyzer's `detect_workers`, each on its own thread) and classified
+  in batches across items (up to BATCH_FACES faces or BATCH_ITEMS analysed
+  items or BATCH_PIXELS pixels held), so the classifier runs full batches on
+  folders and video,
 - writing: each item, in order, goes to the sinks and the records.
 Video frames are analysed every `every`-th frame, the frames between carrying
 the last faces (and the tracker joining them across frames). An item that
@@ -23,7 +25,7 @@ import queue
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import cv2
@@ -170,6 +172,49 @@ class _ReadAhead:
         self.thread.join()
 
 
+class _Detection:
+    """(item, its faces) for each item in order: the detector's Faces, None
+    for an item not analysed (a frame between analysed ones, or one that did
+    not decode), DETECTION_FAILED where detection failed (`item.error` says
+    why). With the analyzer's `detect_workers` above one, that many items are
+    detected at once on their own threads, ahead of the caller."""
+
+    def __init__(self, items, analyzer, every: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.items, self.analyzer, self.every = items, analyzer, every
+        self.workers = getattr(analyzer, "detect_workers", 1)
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fercli-detect") if self.workers > 1 else None
+
+    def _detect(self, item):
+        if item.image is None or (item.frame is not None and item.frame % self.every):
+            return None
+        try:
+            return self.analyzer.detect(item.image)
+        except FAILURES as exc:
+            item.error = reason(exc)
+            return DETECTION_FAILED
+
+    def __iter__(self):
+        if self.pool is None:
+            for item in self.items:
+                yield item, self._detect(item)
+            return
+        pending = deque()
+        for item in self.items:
+            pending.append((item, self.pool.submit(self._detect, item)))
+            if len(pending) == self.workers:
+                item, future = pending.popleft()
+                yield item, future.result()
+        while pending:
+            item, future = pending.popleft()
+            yield item, future.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_error=None, progress: bool = False,
         total: int | None = None, desc: str = "images", max_items: int | None = None,
         batch_items: int = BATCH_ITEMS) -> RunStats:
@@ -221,20 +266,15 @@ def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_err
             writer.put(entry) if writer else write(entry)
         held.clear()
 
+    detected = _Detection(source, analyzer, every)
     with tqdm(total=total or None, desc=desc[:30], unit="img" if desc == "images" else "frame",
               disable=not progress, file=sys.stderr) as bar:
         try:
-            for item in source:
+            for item, found in detected:
                 if max_items is not None and stats.items >= max_items:
                     break
                 stats.items += 1
                 bar.update(1)
-                found = None
-                if item.image is not None and (item.frame is None or item.frame % every == 0):
-                    try:
-                        found = analyzer.detect(item.image)
-                    except FAILURES as exc:
-                        item.error, found = reason(exc), DETECTION_FAILED
                 held.append((item, found))
                 pixels = sum(item.image.size // 3 for item, _ in held if item.image is not None)
                 analysed = [f for _, f in held if isinstance(f, Faces)]   # the frames between analysed ones cost nothing here
@@ -244,6 +284,7 @@ def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_err
         except StopRun:
             pass
         finally:
+            detected.close()
             if overlapped:
                 source.close()
                 writer.finish()

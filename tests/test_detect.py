@@ -107,6 +107,46 @@ def test_min_face_and_min_score_filter(centerface):
     assert len(make_detector("centerface", min_score=0.999).detect(scene.image)) == 0
 
 
+def test_search_follows_the_picture_size():
+    """By default the smallest face searched for is 24 px, or 1/30 of the
+    picture's shorter side where that is more; --min-face fixes it."""
+    from fercli.detect import make_detector
+
+    auto, fixed = make_detector("centerface"), make_detector("centerface", min_face=24)
+    assert auto.scale_for(480, 640) == auto.scale_for(720, 1280) == pytest.approx(2.0)   # 24 px faces seen at 48
+    assert auto.scale_for(960, 1280) == pytest.approx(48 / 32)                           # 32 px faces seen at 48
+    assert fixed.scale_for(960, 1280) == pytest.approx((4e6 / (960 * 1280)) ** 0.5)      # 24 px, within the pixel budget
+    assert auto.scale_for(3000, 4000) == pytest.approx(48 / 100)                         # 12 MP: 100 px faces
+    assert fixed.scale_for(3000, 4000) > 0.5
+
+
+def test_images_detected_side_by_side_give_the_same_rows(tmp_path):
+    """Photos are detected several at once (Analyzer detect_workers); the
+    rows are those of one at a time, in input order, a bad input among them."""
+    from fercli.pipeline import Analyzer
+    from fercli.run import run as run_loop
+    from fercli.sinks import RecordSink
+    from fercli.sources import Item
+
+    scenes = [fixture_scene(faces, seed=i) for i, faces in enumerate(
+        [[(300, 300, 160, 0)], [(300, 300, 120, 0), (900, 360, 130, 20)], [], [(640, 360, 200, -15)]] * 2)]
+    items = [Item(f"{i}.png", f"{i}.png", scene.image) for i, scene in enumerate(scenes)]
+    items.insert(3, Item("bad.png", "bad.png", None, error="not a readable image"))
+    outputs = []
+    for workers in (1, 2):
+        analyzer = Analyzer(detect_workers=workers, threads=2)
+        assert analyzer.detect_workers == workers
+        with RecordSink(tmp_path / f"{workers}.csv", analyzer.classes) as records:
+            run_loop(iter(items), analyzer, records)
+        outputs.append((tmp_path / f"{workers}.csv").read_text())
+    assert outputs[0] == outputs[1]
+    rows = list(csv.DictReader(outputs[1].splitlines()))
+    assert [(r["source"], r["status"]) for r in rows] == [
+        ("0.png", "ok"), ("1.png", "ok"), ("1.png", "ok"), ("2.png", "no_face"), ("bad.png", "error: not a readable image"),
+        ("3.png", "ok"), ("4.png", "ok"), ("5.png", "ok"), ("5.png", "ok"), ("6.png", "no_face"), ("7.png", "ok")]
+    assert Analyzer(detector="haar", detect_workers=2).detect_workers == 1   # OpenCV spreads one image over the CPUs itself
+
+
 def test_predict_writes_scores_and_landmarks_and_draws_them(tmp_path):
     scene = fixture_scene([(300, 300, 150, 0), (900, 360, 130, 20)])
     image = write_image(tmp_path / "in" / "scene.png", scene.image)

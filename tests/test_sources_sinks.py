@@ -173,6 +173,37 @@ def test_loop_classifies_across_items_and_writes_them_in_order(tmp_path):
     assert [r["source"] for r in rows(tmp_path / "p.csv")] == [item.source for item in items]
 
 
+def test_loop_detects_several_items_at_once_in_order(tmp_path):
+    """With the analyzer's detect_workers at 2, two items are detected at the
+    same time (the first two meet at a barrier, which times out otherwise),
+    a detection that fails is that item's error row, and rows keep input order."""
+    import threading
+    import time
+
+    class TwoAtOnce(FixedAnalyzer):
+        detect_workers = 2
+
+        def __init__(self):
+            super().__init__()
+            self.meet = threading.Barrier(2, timeout=10)
+
+        def detect(self, image):
+            value = int(image[0, 0, 0])
+            if value < 2:
+                self.meet.wait()
+            time.sleep(0.001 * (value % 3))    # later items may finish first
+            if value == 5:
+                raise ValueError("detector broke")
+            return Faces.from_boxes([[4, 4, 8, 8]] * (value % 2 + 1))
+
+    items = [Item(f"{i}.png", Path(f"{i}.png"), picture(i)) for i in range(12)]
+    with RecordSink(tmp_path / "p.csv", CLASSES) as records:
+        stats = run(iter(items), TwoAtOnce(), records)
+    written = rows(tmp_path / "p.csv")
+    assert [r["source"] for r in written] == [s for i in range(12) for s in [f"{i}.png"] * (1 if i == 5 else i % 2 + 1)]
+    assert stats.failed == [("5.png", "detector broke")] and written[7]["status"] == "error: detector broke"
+
+
 def test_loop_turns_a_failing_sink_into_an_error_row(tmp_path):
     class Broken:
         def write(self, item, faces):
