@@ -3,19 +3,20 @@
     stats = run(image_items(files), analyzer, records, [AnnotatedImageSink(...)])
     stats = run(VideoReader(path), analyzer, records, [AnnotatedVideoSink(...)], every=3, tracker=Tracker(...))
 
-Three stages overlap, each on its own thread, so that decoding, the networks
-and encoding use every core (the libraries release the GIL while they work):
+Four stages overlap, each on its own thread, so that decoding, the two
+networks and encoding use every core (the libraries release the GIL while
+they work):
 - reading: items are decoded ahead of their turn (READ_AHEAD of them),
-- analysis: faces are found item by item (photos: as many items at once
-  as the analyzer's `detect_workers`, each on its own thread) and classified
-  in batches across items (up to BATCH_FACES faces or BATCH_ITEMS analysed
-  items or BATCH_PIXELS pixels held), so the classifier runs full batches on
-  folders and video,
+- detection: faces are found item by item (photos: as many items at once
+  as the analyzer's `detect_workers`, each on its own thread),
+- classification: in batches across items (up to BATCH_FACES faces or
+  BATCH_ITEMS analysed items or BATCH_PIXELS pixels held), so the classifier
+  runs full batches on folders and video, while the next batch is detected,
 - writing: each item, in order, goes to the sinks and the records.
 Video frames are analysed every `every`-th frame, the frames between carrying
 the last faces (and the tracker joining them across frames). An item that
 cannot be read, analysed or written becomes one error row and the run goes
-on. `batch_items` 1 (a live camera) runs all three in turn on the calling
+on. `batch_items` 1 (a live camera) runs them all in turn on the calling
 thread: each frame is finished before the next, and a preview window stays
 on the thread that made it.
 """
@@ -69,28 +70,33 @@ class RunStats:
                 on_error(item.source, item.error)
 
 
-class _Writer:
-    """A thread that writes what the run hands it (entries whose first element
-    is the item), in order, at most `size` entries and PIXELS_QUEUED pixels
-    waiting; what `write` raises ends the run, re-raised by `put` and `finish`."""
+def _pixels(item) -> int:
+    return 0 if item.image is None else item.image.size // 3
 
-    def __init__(self, write, size: int):
+
+class _Stage:
+    """A thread that does `work(entry)` for what the run hands it, in order,
+    with at most `size` entries and PIXELS_QUEUED pixels (`pixels(entry)`)
+    waiting; what `work` raises ends the stage (the rest is dropped) and is
+    re-raised by `put` and kept in `failure`."""
+
+    def __init__(self, work, size: int, name: str, pixels):
         self.inbox: queue.Queue = queue.Queue(maxsize=size)
-        self.write, self.failure, self.budget = write, None, _PixelBudget()
-        self.thread = threading.Thread(target=self._loop, name="fercli-write", daemon=True)
+        self.work, self.pixels, self.failure, self.budget = work, pixels, None, _PixelBudget()
+        self.thread = threading.Thread(target=self._loop, name=f"fercli-{name}", daemon=True)
         self.thread.start()
 
     def _loop(self):
         while (entry := self.inbox.get()) is not _END:
             if self.failure is None:   # after a failure the rest is dropped
                 try:
-                    self.write(entry)
+                    self.work(entry)
                 except BaseException as exc:  # noqa: BLE001  (handed to the run's thread)
                     self.failure = exc
-            self.budget.give_back(entry[0])
+            self.budget.give_back(entry)
 
     def put(self, entry) -> None:
-        self.budget.take(entry[0], lambda: self.failure is not None)
+        self.budget.take(entry, self.pixels(entry), lambda: self.failure is not None)
         while self.failure is None:
             try:
                 self.inbox.put(entry, timeout=0.1)
@@ -100,7 +106,7 @@ class _Writer:
         raise self.failure
 
     def finish(self) -> None:
-        """Wait until everything handed over is written, then end the thread."""
+        """Wait until everything handed over is done, then end the thread."""
         self.inbox.put(_END)
         self.thread.join()
 
@@ -112,19 +118,18 @@ class _PixelBudget:
 
     def __init__(self, limit: int = PIXELS_QUEUED):
         self.limit, self.held, self.changed = limit, 0, threading.Condition()
-        self.taken: dict[int, int] = {}   # id(item) -> its pixels
+        self.taken: dict[int, int] = {}   # id(entry) -> its pixels
 
-    def take(self, item, stopped) -> None:
-        pixels = 0 if item.image is None else item.image.size // 3
+    def take(self, entry, pixels: int, stopped) -> None:
         with self.changed:
             while self.held and self.held + pixels > self.limit and not stopped():
                 self.changed.wait(0.1)
             self.held += pixels
-            self.taken[id(item)] = pixels
+            self.taken[id(entry)] = pixels
 
-    def give_back(self, item) -> None:
+    def give_back(self, entry) -> None:
         with self.changed:
-            self.held -= self.taken.pop(id(item), 0)
+            self.held -= self.taken.pop(id(entry), 0)
             self.changed.notify_all()
 
 
@@ -142,7 +147,7 @@ class _ReadAhead:
     def _read(self, items):
         try:
             for item in items:
-                self.budget.take(item, self.stop.is_set)
+                self.budget.take(item, _pixels(item), self.stop.is_set)
                 while not self.stop.is_set():
                     try:
                         self.ready.put(item, timeout=0.1)
@@ -241,12 +246,9 @@ def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_err
         records.write(item, faces)
         stats.count(item, faces, on_error)
 
-    writer = _Writer(write, 4 * batch_items) if overlapped else None
-    source = _ReadAhead(items) if overlapped else items
-
-    def finish_held():
-        """Classify the held items' faces in one batch, then each item, in order, to be written."""
-        detected = [(item, faces) for item, faces in held if isinstance(faces, Faces)]
+    def classify(batch):
+        """Classify a batch's faces in one pass, then each item, in order, to be written."""
+        detected = [(item, faces) for item, faces in batch if isinstance(faces, Faces)]
         try:
             classified = dict(zip(map(id, (item for item, _ in detected)),
                                   analyzer.classify_many([(item.image, faces) for item, faces in detected])))
@@ -254,7 +256,7 @@ def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_err
             for item, _ in detected:
                 item.error = reason(exc)
             classified = {}
-        for item, found in held:
+        for item, found in batch:
             faces = last[0]
             if id(item) in classified:
                 faces = classified[id(item)]
@@ -264,6 +266,15 @@ def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_err
                 stats.analysed += 1
             entry = (item, faces, found is not None and id(item) not in classified)  # detection or classification failed
             writer.put(entry) if writer else write(entry)
+
+    writer = _Stage(write, 4 * batch_items, "write", lambda entry: _pixels(entry[0])) if overlapped else None
+    # one batch waits while the one before is classified: detection goes on meanwhile
+    classifier = _Stage(classify, 1, "classify", lambda batch: sum(_pixels(item) for item, _ in batch)) if overlapped else None
+    source = _ReadAhead(items) if overlapped else items
+
+    def finish_held():
+        if held:
+            classifier.put(list(held)) if classifier else classify(held)
         held.clear()
 
     detected = _Detection(source, analyzer, every)
@@ -287,8 +298,11 @@ def run(items, analyzer, records, sinks=(), every: int = 1, tracker=None, on_err
             detected.close()
             if overlapped:
                 source.close()
+                classifier.finish()
                 writer.finish()
-        if overlapped and writer.failure is not None and not isinstance(writer.failure, StopRun):
-            raise writer.failure
+        if overlapped:
+            for failure in (classifier.failure, writer.failure):
+                if failure is not None and not isinstance(failure, StopRun):
+                    raise failure
     stats.wall_s = time.perf_counter() - start
     return stats

@@ -264,4 +264,5 @@ def test_overlapped_loop_holds_a_bounded_number_of_pictures(tmp_path):
         stats = run(source(60), FixedAnalyzer(), records, [Forget()])
     assert stats.items == 60 and alive[0] == 0
     per_queue, per_batch = PIXELS_QUEUED // 6_000_000 + 1, BATCH_PIXELS // 6_000_000 + 1
-    assert most[0] <= 2 * per_queue + per_batch + 3   # read ahead, the batch, waiting to be written, one in each thread
+    # read ahead, the batch being gathered, the one being classified, waiting to be written, one in each thread
+    assert most[0] <= 2 * per_queue + 2 * per_batch + 3
