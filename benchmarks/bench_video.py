@@ -5,6 +5,7 @@ against the clip length.
 
     python benchmarks/bench_video.py [--model default] [--detector centerface --detector haar] [--fer-python PY]
         [--avx2-kernels]
+    python benchmarks/bench_video.py --presets   # x264 presets: encoding CPU time, file size, PSNR
 
 `--fer-python`: the Python of an environment with the `fer` package (e.g.
 `python3 -m venv /tmp/fer && /tmp/fer/bin/pip install fer==25.10.3`), which
@@ -32,12 +33,49 @@ print(len(result))
 """
 
 
+PRESETS = (("veryfast", 20), ("superfast", 23), ("ultrafast", 23), ("ultrafast", 24))
+
+
+def encoder_presets(clip: Path) -> None:
+    """The clip's frames encoded to H.264 as fercli's writer does (OpenCV's
+    BGR-to-I420, libx264), with each (preset, CRF): CPU time, size, PSNR."""
+    import io
+
+    import av
+    import cv2
+    import numpy as np
+
+    with av.open(str(clip)) as container:
+        frames = [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
+    height, width = frames[0].shape[:2]
+    for preset, crf in PRESETS:
+        buffer = io.BytesIO()
+        start = time.process_time()
+        with av.open(buffer, "w", format="mp4") as out:
+            stream = out.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": str(crf), "preset": preset}
+            for index, image in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+                frame.pts = index
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode())
+        cpu = time.process_time() - start
+        buffer.seek(0)
+        with av.open(buffer) as container:
+            decoded = [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
+        psnr = np.mean([cv2.PSNR(a, b) for a, b in zip(frames, decoded)])
+        print(f"{width}x{height} x264 {preset} CRF {crf}: {cpu:.2f} s CPU for {len(frames)} frames, "
+              f"{len(buffer.getvalue()) / 1e3:.0f} kB, PSNR {psnr:.2f} dB")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="default", help="shipped model name or .keras file")
     parser.add_argument("--detector", action="append", help="face detector (repeatable; default: centerface and haar)")
     parser.add_argument("--fer-python", default=None, help="Python of an environment with fer 25.x, to time it on the same clips")
     parser.add_argument("--avx2-kernels", action="store_true", help="run both commands with AVX2 kernels only (avx2_kernels.py)")
+    parser.add_argument("--presets", action="store_true", help="compare x264 presets on the clips instead (CPU time, size, PSNR)")
     args = parser.parse_args()
     from avx2_kernels import KERNELS_NOTE, environment, under_avx2_kernels
 
@@ -56,6 +94,9 @@ def main():
             defaults_wall = None   # fercli's defaults with centerface, beside fer
             clip = tmp / f"clip{width}.avi"
             make_clip(clip, frames=300, fps=25, size=(width, height), face_side=140 if width == 640 else 220)
+            if args.presets:
+                encoder_presets(clip)
+                continue
             for detector in args.detector or ["centerface", "haar"]:
                 for extra in ([], ["--every", "1"]):
                     command = prefix([sys.executable, "-m", "fercli", "video", str(clip), "-o", str(tmp / "out"), "-q",
