@@ -3,7 +3,7 @@ for each detector, recall by kind of face, emotion accuracy on rotated and
 upright faces with and without alignment, and `fercli predict` as a whole
 command per detector.
 
-Scenes (tests/scenes.py): 1280x720 textured backgrounds with face crops
+Scenes (tests/scenes.py): 1280x720 (`--size`) textured backgrounds with face crops
 pasted on them, eight scenes of each kind: tight crops (70-160 px, upright),
 rotated 15-40 degrees in the image plane, small (26-44 px), dim (the whole
 frame at 25-45% light with sensor noise), blurred, crowds of 8. Faces are
@@ -15,6 +15,7 @@ of it; a second box on the same face counts as a false one.
     python benchmarks/bench_detect.py [--per-kind 8] [--seed 7] [--no-command]
     python benchmarks/bench_detect.py --fit-crop   # refit the crop registration (needs FER-2013)
     python benchmarks/bench_detect.py --centerface /tmp/centerface32.onnx   # beside another CenterFace file
+    python benchmarks/bench_detect.py --size 1280x960 --no-command   # scenes of another size
 
 Prints figures; asserts nothing."""
 import argparse
@@ -34,6 +35,7 @@ DETECTORS = {  # label -> (detector name, options)
     "haar (defaults)": ("haar", {}),
     "haar --scale-factor 1.05 --min-neighbors 3 --min-face 20": ("haar", {"scale_factor": 1.05, "min_neighbors": 3, "min_face": 20}),
     "centerface (default)": ("centerface", {}),
+    "centerface --min-face 24 (24 px whatever the picture's size)": ("centerface", {"min_face": 24}),
     "centerface --min-score 0.5": ("centerface", {"min_score": 0.5}),
     "centerface, one pass on the whole image at the fine scale (2x)": ("centerface", {"detect_scale": 2.0}),
 }
@@ -140,6 +142,7 @@ def main():
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--accuracy-scenes", type=int, default=60, help="scenes of each kind for the emotion accuracy")
     parser.add_argument("--no-command", action="store_true", help="skip timing the whole `fercli predict` command")
+    parser.add_argument("--size", default="1280x720", help="the scenes' width x height")
     parser.add_argument("--fit-crop", action="store_true", help="refit the crop registration constants (needs FER-2013)")
     parser.add_argument("--centerface", default=None, help="another CenterFace ONNX file to compare, e.g. the wheel's float32 "
                         "network (docs/make_centerface_onnx.py --float32)")
@@ -152,7 +155,8 @@ def main():
 
     from tests.scenes import FER2013, hard_scenes
 
-    scenes = hard_scenes(args.per_kind, args.seed)
+    width, height = (int(side) for side in args.size.lower().split("x"))
+    scenes = hard_scenes(args.per_kind, args.seed, size=(height, width))
     source = "FER-2013 val crops" if (FER2013 / "val").is_dir() else "the fixture portrait (no FER-2013 here)"
     print(f"faces from {source}")
     if args.centerface:

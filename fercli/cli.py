@@ -143,9 +143,11 @@ def eval_command(data, model_name, split, json_path, output, predictions_path, r
     \b
     Example:  fercli eval ../shared/data/fer2013/val --json r.json --predictions p.csv
     """
+    from fercli.charts import load_in_background
     from fercli.evaluate import evaluate, write_json, write_reports
     from fercli.report import show_scores
 
+    load_in_background()   # matplotlib for the charts, while the crops are read
     result, model = evaluate(data, model_name, split, warn=warn, predictions=predictions_path)
     show_scores(result, model.name)
     written = write_reports(result, Path(output), f"eval_{model.name}")
