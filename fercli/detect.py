@@ -89,8 +89,9 @@ class CenterFaceDetector:
     even tight crops reliably), within a budget of `max_pixels` network-input
     pixels. `min_face` None: MIN_FACE pixels, or in a picture whose shorter
     side is over MIN_FACE_SHARE times that, that side / MIN_FACE_SHARE (the
-    search follows the picture's size; faces found smaller are still kept). The whole image is seen at half that scale; only the places that
-    pass finds faint are looked at again at the fine scale (`_coarse_then_fine`).
+    search follows the picture's size; faces found smaller are still kept).
+    The whole image is seen at half that scale; only the places that pass
+    finds faint are looked at again at the fine scale (`_coarse_then_fine`).
     `detect_scale` forces one pass at that scale, `max_side` one pass on the
     image at most that many pixels on its long side (video); `threads`: ONNX
     Runtime's (resources.onnx_session). Boxes scoring under
