@@ -105,7 +105,7 @@ class CenterFaceDetector:
     PAD = 32               # input sides must be multiples of this
     PROBE_SCORE = 0.05     # coarse-pass score from which a place is looked at again, finer
     PROBE_SIDE = 4 * RELIABLE_SIDE   # ... where it saw the place smaller than this (network-input pixels)
-    PROBE_REACH = 1.5      # ... in a window reaching this many times the place's size beyond it on each side
+    PROBE_REACH = 0.75     # ... in a window reaching this many times the place's size beyond it on each side
     runs_concurrently = True   # detect() keeps no state: several threads may call it at once
 
     def __init__(self, min_face: int | None = None, min_score: float = 0.25, max_pixels: int = 4_000_000,
