@@ -123,6 +123,18 @@ def under_avx2_kernels(command: list[str]) -> list[str]:
 KERNELS_NOTE = "AVX2 kernels only (AVX-512 hidden by benchmarks/avx2_kernels.py; its gdb start, 0.7-1.5 s, included)"
 
 
+def benchmark_setting(avx2_kernels: bool):
+    """For a benchmark's `--avx2-kernels` flag: (what turns a fercli command into
+    the one to run, the environment for `fer`, the CPU line to print first).
+    `fer` runs no ONNX Runtime: its libraries' variables suffice (gdb would
+    slow TensorFlow's start-up manyfold)."""
+    from fercli.resources import cpu_features
+
+    if not avx2_kernels:
+        return list, None, f"CPU: {cpu_features()}"
+    return under_avx2_kernels, dict(os.environ, **environment()), f"CPU: {cpu_features()}; {KERNELS_NOTE}"
+
+
 def run(command: list[str]) -> int:
     for tool in ("gdb", "objdump"):
         if shutil.which(tool) is None:

@@ -43,9 +43,7 @@ def make_crops(folder: Path, count: int = 3589, seed: int = 0) -> None:
 
 
 def main():
-    from avx2_kernels import KERNELS_NOTE, under_avx2_kernels
-
-    from fercli.resources import cpu_features
+    from avx2_kernels import benchmark_setting
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(FER_VAL) if FER_VAL.is_dir() else None, help="labelled crops [default: FER-2013 val, else generated; \"\": generated]")
@@ -53,8 +51,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="runs of each precision, interleaved; the fastest is printed")
     parser.add_argument("--avx2-kernels", action="store_true", help="run the commands with AVX2 kernels only (avx2_kernels.py)")
     args = parser.parse_args()
-    prefix = under_avx2_kernels if args.avx2_kernels else list
-    print(f"CPU: {cpu_features()}" + (f"; {KERNELS_NOTE}" if args.avx2_kernels else ""))
+    prefix, _, cpu_line = benchmark_setting(args.avx2_kernels)
+    print(cpu_line)
     with tempfile.TemporaryDirectory(prefix="fercli_bench_eval_") as tmp:
         data = args.data or None
         if data is None:

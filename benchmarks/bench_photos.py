@@ -17,7 +17,6 @@ its libraries limited by their variables).
 
 Prints figures; asserts nothing (timings on shared machines are noisy)."""
 import argparse
-import os
 import resource
 import subprocess
 import sys
@@ -66,9 +65,7 @@ def make_photos(folder: Path, count: int, megapixels: float, seed: int = 0, mixe
 
 
 def main():
-    from avx2_kernels import KERNELS_NOTE, environment, under_avx2_kernels
-
-    from fercli.resources import cpu_features
+    from avx2_kernels import benchmark_setting
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--photos", type=int, default=16)
@@ -79,10 +76,8 @@ def main():
     parser.add_argument("--fer-python", default=None, help="Python of an environment with fer 25.x, to time it on the same photos")
     parser.add_argument("--avx2-kernels", action="store_true", help="run both commands with AVX2 kernels only (avx2_kernels.py)")
     args = parser.parse_args()
-    prefix = under_avx2_kernels if args.avx2_kernels else list
-    # fer runs no ONNX Runtime: its libraries' variables suffice (gdb would slow TensorFlow's start-up manyfold)
-    fer_env = dict(os.environ, **environment()) if args.avx2_kernels else None
-    print(f"CPU: {cpu_features()}" + (f"; {KERNELS_NOTE}" if args.avx2_kernels else ""))
+    prefix, fer_env, cpu_line = benchmark_setting(args.avx2_kernels)
+    print(cpu_line)
     with tempfile.TemporaryDirectory(prefix="fercli_bench_photos_") as tmp:
         tmp = Path(tmp)
         (tmp / "in").mkdir()

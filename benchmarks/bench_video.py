@@ -14,7 +14,6 @@ process, against fercli's defaults. `--avx2-kernels`: both as on a CPU
 without AVX-512 (benchmarks/avx2_kernels.py).
 """
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,37 +35,28 @@ print(len(result))
 PRESETS = (("veryfast", 20), ("superfast", 23), ("ultrafast", 23), ("ultrafast", 24))
 
 
-def encoder_presets(clip: Path) -> None:
-    """The clip's frames encoded to H.264 as fercli's writer does (OpenCV's
-    BGR-to-I420, libx264), with each (preset, CRF): CPU time, size, PSNR."""
-    import io
-
+def encoder_presets(clip: Path, folder: Path) -> None:
+    """The clip through fercli's VideoWriter with each (x264 preset, CRF):
+    CPU time of reading and writing, file size, PSNR against the frames read."""
     import av
     import cv2
     import numpy as np
 
-    with av.open(str(clip)) as container:
-        frames = [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
-    height, width = frames[0].shape[:2]
+    from fercli.videoio import VideoReader, VideoWriter
+
     for preset, crf in PRESETS:
-        buffer = io.BytesIO()
+        out, frames = folder / f"{preset}{crf}.mp4", []
         start = time.process_time()
-        with av.open(buffer, "w", format="mp4") as out:
-            stream = out.add_stream("libx264", rate=25)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": str(crf), "preset": preset}
-            for index, image in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
-                frame.pts = index
-                out.mux(stream.encode(frame))
-            out.mux(stream.encode())
+        with VideoReader(clip) as reader, VideoWriter(out, reader, x264={"crf": str(crf), "preset": preset}) as writer:
+            for item in reader:
+                writer.write(item, item.image)
+                frames.append(item.image)
         cpu = time.process_time() - start
-        buffer.seek(0)
-        with av.open(buffer) as container:
-            decoded = [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
-        psnr = np.mean([cv2.PSNR(a, b) for a, b in zip(frames, decoded)])
-        print(f"{width}x{height} x264 {preset} CRF {crf}: {cpu:.2f} s CPU for {len(frames)} frames, "
-              f"{len(buffer.getvalue()) / 1e3:.0f} kB, PSNR {psnr:.2f} dB")
+        with av.open(str(out)) as container:
+            psnr = np.mean([cv2.PSNR(a, frame.to_ndarray(format="bgr24")) for a, frame in zip(frames, container.decode(video=0))])
+        height, width = frames[0].shape[:2]
+        print(f"{width}x{height} x264 {preset} CRF {crf}: {cpu:.2f} s CPU for {len(frames)} frames (decoding included), "
+              f"{out.stat().st_size / 1e3:.0f} kB, PSNR {psnr:.2f} dB")
 
 
 def main():
@@ -77,15 +67,11 @@ def main():
     parser.add_argument("--avx2-kernels", action="store_true", help="run both commands with AVX2 kernels only (avx2_kernels.py)")
     parser.add_argument("--presets", action="store_true", help="compare x264 presets on the clips instead (CPU time, size, PSNR)")
     args = parser.parse_args()
-    from avx2_kernels import KERNELS_NOTE, environment, under_avx2_kernels
+    from avx2_kernels import benchmark_setting
 
-    from fercli.resources import cpu_features
-
-    prefix = under_avx2_kernels if args.avx2_kernels else list
-    # fer runs no ONNX Runtime: its libraries' variables suffice (gdb would slow TensorFlow's start-up manyfold)
-    fer_env = dict(os.environ, **environment()) if args.avx2_kernels else None
     # the figures below depend on its instruction sets
-    print(f"CPU: {cpu_features()}" + (f"; {KERNELS_NOTE}" if args.avx2_kernels else ""))
+    prefix, fer_env, cpu_line = benchmark_setting(args.avx2_kernels)
+    print(cpu_line)
     from tests.test_video import make_clip
 
     with tempfile.TemporaryDirectory(prefix="fercli_bench_video_") as tmp:
@@ -95,7 +81,7 @@ def main():
             clip = tmp / f"clip{width}.avi"
             make_clip(clip, frames=300, fps=25, size=(width, height), face_side=140 if width == 640 else 220)
             if args.presets:
-                encoder_presets(clip)
+                encoder_presets(clip, tmp)
                 continue
             for detector in args.detector or ["centerface", "haar"]:
                 for extra in ([], ["--every", "1"]):

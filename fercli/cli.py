@@ -250,8 +250,7 @@ def make_analyzer(model_name, detector, min_face, no_align, engine="local", addr
     """The Analyzer, or for --engine ray the engine that builds one per Ray actor
     from the same options. `stills` (photos, not video): the networks take every
     CPU; `side_by_side` (a folder, not one request at a time): as one image per
-    CPU detected at once (detecting 64 photos of 1.2 MP, two at a time on one
-    thread each took 16-18% less time than one at a time on two threads)."""
+    CPU detected at once, on one thread each."""
     if min_face is not None:
         options["min_face"] = min_face
     arguments = dict(model=model_name, detector=detector, align=not no_align, **options)

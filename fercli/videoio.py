@@ -168,15 +168,20 @@ class VideoReader:
         self.close()
 
 
+# ultrafast at CRF 23: veryfast-at-20's PSNR or more (40.0-41.1 dB) for a third less CPU to read and re-encode
+# a clip, in files 3-4x larger (benchmarks/bench_video.py --presets)
+X264_OPTIONS = {"crf": "23", "preset": "ultrafast"}
+
+
 class VideoWriter:
     """Encodes annotated frames at the reader's frame times (same time base,
     same pts), H.264 yuv420p in an .mp4 with `+faststart` by default, and muxes
     the reader's audio: copied where the container takes the codec, else
     re-encoded. Frames of odd width or height get one black pixel row/column
-    (H.264's 4:2:0 needs even sides)."""
+    (H.264's 4:2:0 needs even sides). `x264`: libx264's options (X264_OPTIONS)."""
 
     def __init__(self, path: Path, reader: VideoReader | None = None, codec: str = DEFAULT_CODEC,
-                 fps: float = 25.0, time_base: Fraction | None = None):
+                 fps: float = 25.0, time_base: Fraction | None = None, x264: dict | None = None):
         import av
 
         encoder, suffix = CODECS[codec]
@@ -184,7 +189,7 @@ class VideoWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         options = {"movflags": "+faststart"} if suffix == ".mp4" else {}
         self.container = av.open(str(path), "w", options=options)
-        self.encoder, self.suffix = encoder, suffix
+        self.encoder, self.suffix, self.x264 = encoder, suffix, x264 or X264_OPTIONS
         self.time_base = (reader.time_base if reader else time_base) or Fraction(1, 1000)
         if encoder == "mpeg4" and self.time_base.denominator > 65535:  # the MPEG-4 Part 2 limit
             self.time_base = Fraction(1, 1000)
@@ -208,9 +213,7 @@ class VideoWriter:
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
         if self.encoder == "libx264":
-            # ultrafast at CRF 23: veryfast-at-20's PSNR or more (40.0-41.1 dB) for 37-45% less encoding time, in files
-            # 3-4x larger (benchmarks/bench_video.py --presets)
-            stream.options = {"crf": "23", "preset": "ultrafast"}
+            stream.options = dict(self.x264)
         self.video = stream
         if self.audio_in is not None:
             source = self.audio_in.codec_context
